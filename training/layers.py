@@ -1,0 +1,59 @@
+"""Keras objects the saved model format needs: text standardisation and end-keeping truncation.
+
+Both the trainer and the server import this module (it depends on TensorFlow and
+Keras only) so that `keras.saving.load_model(..., safe_mode=True)` can rebuild
+the model by registered name; no code travels inside the model file.
+"""
+
+import keras
+import tensorflow as tf
+
+PACKAGE = "sentiment"
+
+# `<br />` is the only markup in the IMDB reviews; it becomes a space, not a token.
+_HTML_BREAK = r"<br\s*/?>"
+# Everything that is neither a word character nor whitespace is punctuation here.
+_PUNCTUATION = r"[^\w\s]"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def standardize_review(text: tf.Tensor) -> tf.Tensor:
+    """Lowercases, turns HTML line breaks into spaces and strips punctuation."""
+    text = tf.strings.lower(text)
+    text = tf.strings.regex_replace(text, _HTML_BREAK, " ")
+    return tf.strings.regex_replace(text, _PUNCTUATION, " ")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class KeepLastTokens(keras.layers.Layer):
+    """Keeps each row's last `maxlen` real tokens, left-aligned and right-padded with 0.
+
+    Input: int ids [batch, time], right-padded with 0 (TextVectorization with no
+    fixed sequence length pads to the batch's longest review). Output: [batch,
+    min(time, maxlen)]. A review's ending carries most of its verdict, so long
+    reviews lose their beginning, not their end. Keeping the padding on the
+    right is what lets Keras pick the cuDNN LSTM kernel on a GPU.
+    """
+
+    def __init__(self, maxlen: int, **kwargs):
+        super().__init__(**kwargs)
+        self.maxlen = int(maxlen)
+
+    def call(self, ids):
+        ids = tf.convert_to_tensor(ids)
+        lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.int32), axis=1)
+        width = tf.minimum(tf.shape(ids)[1], self.maxlen)
+        start = tf.maximum(lengths - self.maxlen, 0)
+        positions = start[:, None] + tf.range(width)[None, :]
+        # Positions past a row's end would read padding or wrap; clamp, then zero them.
+        safe = tf.minimum(positions, tf.maximum(tf.shape(ids)[1] - 1, 0))
+        kept = tf.gather(ids, safe, batch_dims=1)
+        valid = positions < lengths[:, None]
+        return tf.where(valid, kept, tf.zeros_like(kept))
+
+    def compute_output_shape(self, input_shape):
+        time = input_shape[1]
+        return (input_shape[0], None if time is None else min(time, self.maxlen))
+
+    def get_config(self):
+        return {**super().get_config(), "maxlen": self.maxlen}
