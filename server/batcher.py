@@ -1,0 +1,321 @@
+"""Micro-batcher: one bounded queue of reviews from every caller, scored in batches off the loop.
+
+Standard library only: the model is any `predict(list[str])` callable that
+returns, per review, a float or an Exception that fails only that review
+(Ray Serve style). The design follows Ray Serve's batcher and TEI's queue:
+
+- every caller waits on its own future, and every exit path resolves every
+  future (a result, the review's own error, or the batch's error);
+- a lone review on an idle model runs at once (TEI: no fixed wait when the
+  backend is free); reviews that arrived while a batch was running wait for
+  company: until `max_batch_size` are queued or `max_delay_ms` after the
+  oldest arrived, whichever is first;
+- callers that went away, and reviews whose deadline passed, are dropped
+  before inference (Ray's ray#50046 was a batcher stuck on cancelled callers);
+- admission is all-or-nothing per request, and a full queue is refused with
+  a retry hint rather than allowed to grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from server.errors import (
+    DeadlineExceededError,
+    InferenceError,
+    QueueFullError,
+    ShuttingDownError,
+)
+
+PredictFn = Callable[[list[str]], Sequence[float | BaseException]]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class PendingReview:
+    """One queued review and the future its caller awaits."""
+
+    review: str
+    future: asyncio.Future[float]
+    enqueued_at_s: float  # time.monotonic() at admission
+    deadline_s: float | None = None  # time.monotonic() deadline; None: none
+
+
+@dataclass
+class BatcherStats:
+    """Counters since start; queue wait and inference time are kept apart (TEI)."""
+
+    batches: int = 0
+    reviews: int = 0  # reviews that reached the model
+    failed_batches: int = 0
+    dropped_cancelled: int = 0
+    dropped_expired: int = 0
+    rejected_full: int = 0  # reviews refused because the queue was full
+    queue_depth: int = 0
+    queue_wait_s_total: float = 0.0  # summed over reviews that reached the model
+    inference_s_total: float = 0.0  # summed over batches
+    max_batch_size_seen: int = 0
+    started_at_s: float = field(default_factory=time.monotonic)
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.reviews / self.batches if self.batches else 0.0
+
+    @property
+    def mean_queue_wait_ms(self) -> float:
+        return 1000 * self.queue_wait_s_total / self.reviews if self.reviews else 0.0
+
+    @property
+    def mean_inference_ms(self) -> float:
+        return 1000 * self.inference_s_total / self.batches if self.batches else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"batches={self.batches} reviews={self.reviews} "
+            f"mean_batch_size={self.mean_batch_size:.2f} queue_depth={self.queue_depth} "
+            f"mean_queue_wait_ms={self.mean_queue_wait_ms:.2f} "
+            f"mean_inference_ms={self.mean_inference_ms:.2f} failed_batches={self.failed_batches} "
+            f"dropped_cancelled={self.dropped_cancelled} dropped_expired={self.dropped_expired} "
+            f"rejected_full={self.rejected_full}"
+        )
+
+
+class MicroBatcher:
+    """Gathers reviews from concurrent callers into batches for one `predict` callable.
+
+    Use from one event loop: `futures = batcher.submit(reviews)`, then await
+    them; `await batcher.close()` drains and stops. Inference runs on one
+    worker thread, so at most one batch is in the model at a time.
+    """
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch_size: int,
+        max_delay_ms: float,
+        queue_capacity: int,
+    ):
+        if not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
+        if not isinstance(max_delay_ms, (int, float)) or not 0 <= max_delay_ms < math.inf:
+            raise ValueError(f"max_delay_ms must be a finite number >= 0, got {max_delay_ms!r}")
+        if not isinstance(queue_capacity, int) or queue_capacity < 1:
+            raise ValueError(f"queue_capacity must be an integer >= 1, got {queue_capacity!r}")
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_delay_ms = max_delay_ms
+        self.queue_capacity = queue_capacity
+        self._queue: deque[PendingReview] = deque()
+        self._arrived = asyncio.Event()
+        # A review queued before this instant arrived while the model was busy.
+        self._idle_since_s = -math.inf
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._stats = BatcherStats()
+
+    # -- callers' side -------------------------------------------------------------
+
+    def submit(
+        self, reviews: Sequence[str], deadline_s: float | None = None
+    ) -> list[asyncio.Future[float]]:
+        """Queues all of `reviews` or none; returns one future per review, in order.
+
+        Raises QueueFullError when they do not all fit and ShuttingDownError
+        after close(). `deadline_s` is a time.monotonic() instant: a review
+        still queued then fails with DeadlineExceededError instead of running.
+        """
+        if self._closing:
+            raise ShuttingDownError("the server is shutting down and takes no new reviews")
+        if len(self._queue) + len(reviews) > self.queue_capacity:
+            self._discard_cancelled()
+        if len(self._queue) + len(reviews) > self.queue_capacity:
+            self._stats.rejected_full += len(reviews)
+            raise QueueFullError(
+                f"the queue is full ({len(self._queue)} of {self.queue_capacity} reviews "
+                f"waiting; this request has {len(reviews)}); retry later",
+                retry_after_ms=self._retry_after_ms(),
+            )
+        self._ensure_running()
+        loop = asyncio.get_running_loop()
+        now_s = time.monotonic()
+        pending = [PendingReview(r, loop.create_future(), now_s, deadline_s) for r in reviews]
+        self._queue.extend(pending)
+        self._arrived.set()
+        return [p.future for p in pending]
+
+    async def predict(self, review: str, deadline_s: float | None = None) -> float:
+        """Scores one review through the queue (convenience for single callers)."""
+        (future,) = self.submit([review], deadline_s)
+        return await future
+
+    def stats(self) -> BatcherStats:
+        """A snapshot of the counters."""
+        return dataclasses.replace(self._stats, queue_depth=len(self._queue))
+
+    async def close(self, drain_timeout_s: float | None = None) -> None:
+        """Refuses new reviews, scores what is queued (up to `drain_timeout_s`), then stops.
+
+        Whatever is still queued when the time is up fails with ShuttingDownError.
+        """
+        self._closing = True
+        self._arrived.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), drain_timeout_s)
+            except asyncio.TimeoutError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            except Exception:
+                pass  # the loop has logged its own failure; callers were failed on its way out
+        self._fail_queued(ShuttingDownError("the server shut down before this review was scored"))
+        if self._executor is not None:
+            # The worker may still be inside predict after a timeout; do not block on it.
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    # -- the batching loop ---------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        if self._task is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="inference"
+            )
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                batch = await self._next_batch()
+                if batch is None:
+                    return
+                await self._run_batch(batch)
+        except Exception:
+            logger.exception("micro-batcher loop failed")
+            raise
+        finally:
+            # Whatever ends the loop (close, cancellation, a bug), no caller may wait forever.
+            self._fail_queued(
+                ShuttingDownError("the batcher stopped before this review was scored")
+            )
+
+    async def _next_batch(self) -> list[PendingReview] | None:
+        """Waits for work and returns the next batch of live reviews; None once closed and empty."""
+        while True:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._arrived.clear()
+                await self._arrived.wait()
+            if self._queue[0].enqueued_at_s < self._idle_since_s and not self._closing:
+                await self._wait_for_company(self._queue[0].enqueued_at_s)
+            batch = self._take_live_reviews()
+            if batch:
+                return batch
+
+    async def _wait_for_company(self, oldest_enqueued_at_s: float) -> None:
+        """Waits until a full batch is queued or `max_delay_ms` after the oldest review arrived."""
+        flush_at_s = oldest_enqueued_at_s + self.max_delay_ms / 1000
+        # A full queue can take no more company, even if it holds less than a batch.
+        enough = min(self.max_batch_size, self.queue_capacity)
+        while len(self._queue) < enough and not self._closing:
+            remaining_s = flush_at_s - time.monotonic()
+            if remaining_s <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining_s)
+            except asyncio.TimeoutError:
+                return
+
+    def _take_live_reviews(self) -> list[PendingReview]:
+        """Pops up to `max_batch_size` reviews, dropping cancelled callers and expired deadlines."""
+        now_s = time.monotonic()
+        batch: list[PendingReview] = []
+        while self._queue and len(batch) < self.max_batch_size:
+            pending = self._queue.popleft()
+            if pending.future.done():
+                self._stats.dropped_cancelled += 1
+            elif pending.deadline_s is not None and pending.deadline_s <= now_s:
+                self._stats.dropped_expired += 1
+                pending.future.set_exception(
+                    DeadlineExceededError("the deadline passed while the review was queued")
+                )
+            else:
+                batch.append(pending)
+        return batch
+
+    async def _run_batch(self, batch: list[PendingReview]) -> None:
+        started_s = time.monotonic()
+        self._stats.queue_wait_s_total += sum(started_s - p.enqueued_at_s for p in batch)
+        texts = [p.review for p in batch]
+        try:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self._executor, self._predict, texts)
+            if len(results) != len(batch):
+                raise InferenceError(
+                    f"the model returned {len(results)} results for {len(batch)} reviews"
+                )
+        except asyncio.CancelledError:
+            for pending in batch:
+                _fail(pending, ShuttingDownError("the server shut down while scoring this review"))
+            raise
+        except Exception as exc:
+            self._stats.failed_batches += 1
+            logger.exception("model failed on a batch of %d reviews", len(batch))
+            message = f"the model failed on a batch of {len(batch)} reviews: {exc}"
+            for pending in batch:
+                error = InferenceError(message)
+                error.__cause__ = exc
+                _fail(pending, error)
+        else:
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():  # the caller went away during inference
+                    continue
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(float(result))
+        finally:
+            finished_s = time.monotonic()
+            self._idle_since_s = finished_s
+            self._stats.batches += 1
+            self._stats.reviews += len(batch)
+            self._stats.inference_s_total += finished_s - started_s
+            self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen, len(batch))
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _discard_cancelled(self) -> None:
+        live = [p for p in self._queue if not p.future.done()]
+        self._stats.dropped_cancelled += len(self._queue) - len(live)
+        self._queue = deque(live)
+
+    def _fail_queued(self, error: ShuttingDownError) -> None:
+        while self._queue:
+            _fail(self._queue.popleft(), ShuttingDownError(str(error)))
+
+    def _retry_after_ms(self) -> int:
+        """A guess at how long the queue takes to drain: batches ahead x mean batch time."""
+        batches_ahead = math.ceil(len(self._queue) / self.max_batch_size)
+        batch_ms = self._stats.mean_inference_ms or self.max_delay_ms
+        return max(1, math.ceil(batches_ahead * max(batch_ms, self.max_delay_ms)))
+
+
+def _fail(pending: PendingReview, error: BaseException) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(error)
