@@ -19,6 +19,7 @@ class Preset:
     embedding_dim: int
     lstm_units: int
     bidirectional: bool
+    pooling: str  # "last": the LSTM's final state; "mean": masked mean over all steps
     dense_units: int  # 0: no hidden dense layer
     dropout: float
     learning_rate: float
@@ -43,6 +44,7 @@ PRESETS = {
         embedding_dim=32,
         lstm_units=64,
         bidirectional=False,
+        pooling="last",
         dense_units=64,
         dropout=0.5,
         learning_rate=1e-3,
@@ -54,10 +56,11 @@ PRESETS = {
     "default": Preset(
         name="default",
         vocab_size=20_000,
-        maxlen=400,
+        maxlen=500,
         embedding_dim=64,
         lstm_units=64,
         bidirectional=True,
+        pooling="mean",
         dense_units=0,
         dropout=0.4,
         learning_rate=1e-3,
@@ -74,6 +77,7 @@ PRESETS = {
         embedding_dim=8,
         lstm_units=8,
         bidirectional=False,
+        pooling="mean",
         dense_units=0,
         dropout=0.0,
         learning_rate=1e-2,
@@ -109,10 +113,18 @@ def build_classifier(preset: Preset) -> keras.Model:
     x = keras.layers.Embedding(
         preset.vocab_size, preset.embedding_dim, mask_zero=True, name="embedding"
     )(ids)
-    lstm = keras.layers.LSTM(preset.lstm_units, name="lstm")
+    if preset.pooling not in ("last", "mean"):
+        raise ValueError(f"pooling must be 'last' or 'mean', not {preset.pooling!r}")
+    lstm = keras.layers.LSTM(
+        preset.lstm_units, return_sequences=preset.pooling == "mean", name="lstm"
+    )
     if preset.bidirectional:
         lstm = keras.layers.Bidirectional(lstm, name="bilstm")
     x = lstm(x)
+    if preset.pooling == "mean":
+        # Averages over real tokens only (the mask drops padding), so a score
+        # does not depend on how far its batch was padded. Max pooling would.
+        x = keras.layers.GlobalAveragePooling1D(name="mean_over_tokens")(x)
     if preset.dense_units:
         x = keras.layers.Dense(preset.dense_units, activation="relu", name="dense")(x)
     if preset.dropout:

@@ -1,0 +1,67 @@
+# Every target runs inside .venv at the repository root; `make install` creates it.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DATA    ?= ../shared/data/aclImdb.tar.gz
+PRESET  ?= default
+HOST    ?= localhost
+PORT    ?= 50051
+HTTP_PORT ?= 8080
+
+IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
+# Published SHA-256 of aclImdb_v1.tar.gz.
+IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
+
+.PHONY: install serve test lint format proto proto-check train train-seed eval data bench bench-quick soak clean
+
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/sentiment-server --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# protos/*.proto are the source of truth; the stubs land in client/ as the
+# importable package `client` (imports inside them say `from client import ...`).
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iclient=protos --python_out=. --pyi_out=. \
+		--grpc_python_out=. protos/sentiment.proto
+
+proto-check: proto
+	git diff --exit-code -- client/sentiment_pb2.py client/sentiment_pb2.pyi client/sentiment_pb2_grpc.py \
+		|| (echo "generated stubs are stale: run 'make proto' and commit" >&2; exit 1)
+
+train: $(STAMP)
+	$(BIN)/sentiment-train --data $(DATA) --preset $(PRESET)
+
+train-seed: $(STAMP)
+	$(BIN)/sentiment-train --data $(DATA) --preset seed --out models/imdb-lstm-seed
+
+eval: $(STAMP)
+	$(BIN)/sentiment-eval --data $(DATA)
+
+# For users with internet access: fetch the official archive and verify it.
+data:
+	mkdir -p data
+	test -f data/aclImdb_v1.tar.gz || curl -fL --retry 3 -o data/aclImdb_v1.tar.gz.part $(IMDB_URL)
+	test -f data/aclImdb_v1.tar.gz || mv data/aclImdb_v1.tar.gz.part data/aclImdb_v1.tar.gz
+	echo "$(IMDB_SHA256)  data/aclImdb_v1.tar.gz" | sha256sum -c -
+	@echo "now: make train DATA=data/aclImdb_v1.tar.gz"
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build *.egg-info

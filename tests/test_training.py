@@ -1,0 +1,128 @@
+"""Training, the model format and evaluation, on data made by the test (seconds, CPU)."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.imdb_fixture import make_archive
+from training import data as imdb
+from training import evaluate, train
+from training.layers import KeepLastTokens, standardize_review
+from training.model import build_model, build_vectorizer, get_preset, trainable_parameters
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    dataset = imdb.load(make_archive(root, per_class=150))  # 300 train, 300 test reviews
+    out = root / "models" / "imdb-lstm"
+    version_dir = train.train(dataset, get_preset("tiny", max_epochs=2), out, seed=7, verbose=0)
+    return dataset, out, version_dir
+
+
+def test_writes_a_complete_versioned_directory(tiny_run):
+    _, out, version_dir = tiny_run
+    assert version_dir == out / "1"
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["1"]
+    for name in (
+        "model.keras",
+        "metadata.json",
+        "history.json",
+        "report/report.md",
+        "report/metrics.json",
+        "report/roc.png",
+        "report/confusion.png",
+        "report/training.png",
+    ):
+        assert (version_dir / name).is_file(), name
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    assert metadata["version"] == 1 and metadata["preset"] == "tiny"
+    assert metadata["maxlen"] == 40 and metadata["decision_threshold"] == 0.5
+    assert metadata["data"]["train_reviews"] == 240 and metadata["data"]["validation_reviews"] == 60
+    assert len(metadata["data"]["sha256"]) == 64
+    assert set(metadata["versions"]) >= {"tensorflow", "keras"}
+    assert set(metadata["metrics"]) == {"validation", "test"}
+    assert metadata["metrics"]["test"]["examples"] == 300
+    # The cues are unambiguous: even two tiny epochs learn them.
+    assert metadata["metrics"]["test"]["accuracy"] > 0.8
+
+
+def test_next_version_increments(tiny_run):
+    _, out, _ = tiny_run
+    assert train.next_version(out) == 2
+
+
+def test_reloads_in_safe_mode_with_the_same_scores(tiny_run):
+    dataset, _, version_dir = tiny_run
+    reloaded = evaluate.load_model(version_dir / "model.keras")
+    texts = dataset.test.texts[:50]
+    expected = json.loads((version_dir / "report" / "metrics.json").read_text())["test"]
+    scores = evaluate.score_texts(reloaded, dataset.test.texts)
+    again = evaluate.classification_metrics(dataset.test.labels, scores, 0.5)
+    assert again["accuracy"] == expected["accuracy"]
+    assert again["roc_auc"] == pytest.approx(expected["roc_auc"], abs=1e-9)
+    one_by_one = [float(reloaded(tf.constant([t]))[0, 0]) for t in texts[:5]]
+    np.testing.assert_allclose(one_by_one, evaluate.score_texts(reloaded, texts)[:5], atol=1e-5)
+
+
+def test_validation_split_is_shuffled_and_disjoint():
+    split = imdb.Split([f"r{i}" for i in range(100)], np.array([0] * 50 + [1] * 50))
+    fit, val = train.split_train_validation(split, 0.2, seed=3)
+    assert len(val) == 20 and len(fit) == 80
+    assert not set(fit.texts) & set(val.texts)
+    assert 0 < val.labels.sum() < 20  # both classes, unlike Keras' last-20% split
+
+
+def test_seed_preset_has_the_reports_parameter_count():
+    preset = get_preset("seed")
+    vectorizer = build_vectorizer(preset)
+    vectorizer.adapt(tf.constant([f"word{i}" for i in range(50)]))
+    assert trainable_parameters(build_model(preset, vectorizer)) == 349_057
+
+
+def test_standardize_strips_breaks_and_punctuation():
+    out = standardize_review(tf.constant(["Great<br /><br />FILM!!! It's 10/10."]))
+    assert out.numpy()[0].decode().split() == ["great", "film", "it", "s", "10", "10"]
+
+
+def test_keep_last_tokens_keeps_the_end_right_padded():
+    ids = tf.constant([[5, 6, 7, 8, 9], [3, 4, 0, 0, 0], [0, 0, 0, 0, 0]])
+    kept = KeepLastTokens(3)(ids).numpy().tolist()
+    assert kept == [[7, 8, 9], [3, 4, 0], [0, 0, 0]]
+
+
+def test_metrics_on_hand_made_labels():
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1])
+    m = evaluate.classification_metrics(labels, scores, 0.5)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["confusion_matrix"] == [[2, 1], [1, 2]]
+    # 8 of the 9 positive/negative pairs are ranked correctly.
+    assert m["roc_auc"] == pytest.approx(8 / 9)
+
+
+def test_loading_a_file_that_is_not_a_model(tmp_path):
+    fake = tmp_path / "model.keras"
+    fake.write_text("not a zip archive")
+    with pytest.raises(evaluate.ModelLoadError, match=f"{fake}: not a loadable Keras model"):
+        evaluate.load_model(fake)
+
+
+def test_eval_cli_reproduces_the_written_report(tiny_run, tmp_path, monkeypatch):
+    dataset, out, version_dir = tiny_run
+    monkeypatch.setenv(imdb.ENV_VAR, str(dataset.source))
+    assert evaluate.main(["--model-dir", str(out), "--out", str(tmp_path)]) == 0
+    fresh = json.loads((tmp_path / "metrics.json").read_text())
+    shipped = json.loads((version_dir / "report" / "metrics.json").read_text())
+    assert fresh["test"] == shipped["test"]
+    assert fresh["tfidf_logreg_baseline"] == shipped["tfidf_logreg_baseline"]
+
+
+def test_eval_cli_on_a_missing_model_dir(tmp_path, capsys):
+    assert evaluate.main(["--model-dir", str(tmp_path / "none")]) == 2
+    assert "no such model directory" in capsys.readouterr().err

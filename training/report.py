@@ -1,0 +1,122 @@
+"""Writes the evaluation report: metrics JSON, a markdown table and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+ROWS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def write(result, out: Path, metadata: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "model": {
+            "name": metadata.get("name"),
+            "version": metadata.get("version"),
+            "preset": metadata.get("preset"),
+        },
+        "test": result.metrics,
+        "validation": metadata.get("metrics", {}).get("validation"),
+        "tfidf_logreg_baseline": result.baseline,
+        "seed_measured_here": result.seed_measured,
+        "seed_reported": {"accuracy": 0.8404, "roc_auc": 0.90},
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(_markdown(result, metadata))
+    _plot_roc(result, out / "roc.png")
+    _plot_confusion(result.metrics["confusion_matrix"], out / "confusion.png")
+    if result.history:
+        _plot_history(result.history, out / "training.png")
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _markdown(result, metadata: dict) -> str:
+    columns = [
+        (
+            f"{metadata.get('name')} v{metadata.get('version')} ({metadata.get('preset')})",
+            result.metrics,
+        ),
+        ("TF-IDF 1-2gram + LR (same run)", result.baseline),
+    ]
+    if result.seed_measured:
+        columns.append(("seed LSTM, measured here", result.seed_measured))
+    columns.append(("seed LSTM, as reported", {"accuracy": 0.8404, "roc_auc": 0.90}))
+    lines = [
+        f"# Evaluation: {metadata.get('name')} version {metadata.get('version')}",
+        "",
+        f"All {result.metrics['examples']:,} test reviews; decision threshold "
+        f"{result.metrics['threshold']}. The test set was used for this report only; "
+        "the model was chosen and stopped on a validation split of the shuffled training data.",
+        "",
+        "| metric | " + " | ".join(name for name, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row in ROWS:
+        lines.append(f"| {row} | " + " | ".join(_fmt(m.get(row)) for _, m in columns) + " |")
+    (tn, fp), (fn, tp) = result.metrics["confusion_matrix"]
+    lines += [
+        "",
+        "Confusion matrix of this model (rows: true label, columns: predicted):",
+        "",
+        "| | predicted negative | predicted positive |",
+        "|---|---|---|",
+        f"| negative | {tn} | {fp} |",
+        f"| positive | {fn} | {tp} |",
+        "",
+        "![ROC curve](roc.png) ![Confusion matrix](confusion.png)",
+    ]
+    if result.history:
+        lines += ["", "![Training and validation curves](training.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_roc(result, path: Path) -> None:
+    fpr, tpr, _ = roc_curve(result.labels, result.scores)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=f"LSTM (AUC {result.metrics['roc_auc']:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test set")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_confusion(matrix, path: Path) -> None:
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        color = "white" if value > matrix.max() / 2 else "black"
+        ax.text(j, i, str(value), ha="center", va="center", color=color)
+    ax.set_xticks([0, 1], ["negative", "positive"])
+    ax.set_yticks([0, 1], ["negative", "positive"])
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix, test set")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_history(history: dict, path: Path) -> None:
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.plot(epochs, history[key], marker="o", label="training")
+        ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+        ax.set(xlabel="epoch", ylabel=key, title=key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,222 @@
+"""Trains the sentiment LSTM on IMDB and writes a versioned model directory.
+
+    sentiment-train --data ../shared/data/aclImdb.tar.gz --preset default
+    make train                      # the same, through the Makefile
+
+Reads top to bottom: configuration, data, model, training loop, save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import data as imdb
+from training import evaluate
+from training.batches import length_grouped_batches
+from training.model import (
+    PRESETS,
+    Preset,
+    build_model,
+    build_vectorizer,
+    get_preset,
+    trainable_parameters,
+)
+
+MODEL_NAME = "imdb-lstm"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / MODEL_NAME
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+HISTORY_FILE = "history.json"
+DECISION_THRESHOLD = 0.5
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sentiment-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help=f"aclImdb directory or .tar.gz (default: ${imdb.ENV_VAR})")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model base directory")
+    parser.add_argument("--version", type=int, help="version number (default: highest + 1)")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--epochs", type=int, help="override the preset's max epochs")
+    parser.add_argument("--limit", type=int, help="use only this many train and test reviews")
+    parser.add_argument("--checkpoint-dir", type=Path, help="default: <out>/.checkpoints")
+    parser.add_argument("--no-report", action="store_true", help="skip the test-set report")
+    return parser.parse_args(argv)
+
+
+def next_version(base: Path) -> int:
+    versions = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def split_train_validation(
+    split: imdb.Split, fraction: float, seed: int
+) -> tuple[imdb.Split, imdb.Split]:
+    # The archive lists all negatives before all positives: shuffle before
+    # splitting, or the validation set is a single class.
+    order = np.random.default_rng(seed).permutation(len(split))
+    n_val = int(round(len(split) * fraction))
+    pick = lambda idx: imdb.Split([split.texts[i] for i in idx], split.labels[idx])  # noqa: E731
+    return pick(order[n_val:]), pick(order[:n_val])
+
+
+def limit_split(split: imdb.Split, limit: int | None, seed: int) -> imdb.Split:
+    if not limit or limit >= len(split):
+        return split
+    order = np.random.default_rng(seed).permutation(len(split))[:limit]
+    return imdb.Split([split.texts[i] for i in order], split.labels[order])
+
+
+def train(
+    dataset: imdb.Dataset,
+    preset: Preset,
+    out: Path,
+    *,
+    version: int | None = None,
+    seed: int = 1337,
+    checkpoint_dir: Path | None = None,
+    report: bool = True,
+    verbose: int = 2,
+) -> Path:
+    """Trains `preset` on `dataset` and returns the new version directory."""
+    keras.utils.set_random_seed(seed)
+    train_split, val_split = split_train_validation(dataset.train, preset.validation_fraction, seed)
+    print(
+        f"preset {preset.name}: {len(train_split)} train / {len(val_split)} validation reviews, "
+        f"{len(dataset.test)} test reviews held out",
+        flush=True,
+    )
+
+    vectorizer = build_vectorizer(preset)
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_split.texts).batch(1024))
+    model = build_model(preset, vectorizer)
+    print(f"{trainable_parameters(model):,} trainable parameters", flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(out)
+    checkpoint_dir = checkpoint_dir or out / ".checkpoints"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=preset.patience, restore_best_weights=True, verbose=1
+        ),
+        keras.callbacks.ModelCheckpoint(
+            checkpoint_dir / f"{preset.name}-v{version}-best.keras",
+            monitor="val_loss",
+            save_best_only=True,
+        ),
+    ]
+    started = time.monotonic()
+    history = model.fit(
+        length_grouped_batches(train_split.texts, train_split.labels, preset.batch_size, seed),
+        validation_data=length_grouped_batches(
+            val_split.texts, val_split.labels, preset.batch_size, seed + 1
+        ),
+        epochs=preset.max_epochs,
+        shuffle=False,  # the batches are reshuffled by length_grouped_batches
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    seconds = time.monotonic() - started
+    history = {k: [float(v) for v in values] for k, values in history.history.items()}
+    best_epoch = int(np.argmin(history["val_loss"])) + 1
+
+    val_scores = evaluate.score_texts(model, val_split.texts)
+    val_metrics = evaluate.classification_metrics(val_split.labels, val_scores, DECISION_THRESHOLD)
+    val_metrics["loss"] = history["val_loss"][best_epoch - 1]
+    print(f"validation: {json.dumps(val_metrics)}", flush=True)
+
+    metadata = {
+        "name": MODEL_NAME,
+        "version": version,
+        "preset": preset.name,
+        "hyperparameters": preset.to_dict(),
+        "trainable_parameters": trainable_parameters(model),
+        "vocabulary_size": vectorizer.vocabulary_size(),
+        "maxlen": preset.maxlen,
+        "decision_threshold": DECISION_THRESHOLD,
+        "data": {
+            "source": dataset.source.name,
+            "sha256": dataset.sha256,
+            "train_reviews": len(train_split),
+            "validation_reviews": len(val_split),
+            "test_reviews": len(dataset.test),
+        },
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "python": platform.python_version(),
+        },
+        "training": {
+            "seed": seed,
+            "seconds": round(seconds, 1),
+            "epochs_run": len(history["loss"]),
+            "best_epoch": best_epoch,
+            "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+        },
+        "metrics": {"validation": val_metrics},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    # Build the version in a hidden folder and rename it into place, so a
+    # server polling `out` never sees a half-written version.
+    staging = out / f".staging-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    # Save an uncompiled twin that shares the trained layers: no optimizer
+    # state in the shipped file, and nothing but inference to load.
+    keras.Model(model.inputs, model.outputs, name=model.name).save(staging / MODEL_FILE)
+    (staging / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
+    if report:
+        result = evaluate.evaluate_model(model, dataset, history=history)
+        metadata["metrics"]["test"] = result.metrics
+        evaluate.write_report(result, staging / "report", metadata)
+    (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    final = out / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; pass another --version")
+    staging.rename(final)
+    print(f"wrote {final}", flush=True)
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preset = get_preset(args.preset, max_epochs=args.epochs)
+    try:
+        dataset = imdb.load(args.data)
+    except imdb.DataError as e:
+        print(f"sentiment-train: error: {e}", file=sys.stderr)
+        return 2
+    if args.limit:
+        dataset = imdb.Dataset(
+            train=limit_split(dataset.train, args.limit, args.seed),
+            test=limit_split(dataset.test, args.limit, args.seed),
+            source=dataset.source,
+            sha256=dataset.sha256,
+        )
+    train(
+        dataset,
+        preset,
+        args.out,
+        version=args.version,
+        seed=args.seed,
+        checkpoint_dir=args.checkpoint_dir,
+        report=not args.no_report,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
