@@ -77,3 +77,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir = tmp_path_factory.mktemp("models") / "imdb-lstm"
     build_tiny_model_version(model_dir / "1", version=1)
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def serving_model(tiny_model_dir: Path):
+    """The tiny model loaded for serving on the CPU and warmed up."""
+    from server.model import ServingModel
+
+    model = ServingModel.load_latest(tiny_model_dir, device="cpu")
+    model.warm_up()
+    return model

@@ -1,0 +1,217 @@
+"""The serving model: finds and loads the newest version, picks the device, scores batches.
+
+The only server module that imports TensorFlow. A saved model maps raw text
+[batch] -> P(positive) [batch, 1] through three layers: "vectorize" (pads to
+the batch's longest review), "keep_last_tokens" (caps at maxlen) and
+"classifier" (Embedding with mask_zero, then LSTM). Serving splits them into
+two tf.functions so that a review with no tokens never reaches the LSTM (a
+fully masked row breaks cuDNN) and nothing retraces as batch shapes change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import training.layers  # noqa: F401  registers the custom objects safe mode rebuilds by name
+from server.errors import InferenceError, InvalidReviewError, ModelLoadError, StartupError
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "gpu")
+REQUIRED_LAYERS = ("vectorize", "keep_last_tokens", "classifier")
+REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_size": int}
+NO_WORDS = "has no words after removing markup and punctuation"
+_VERSION_NAME = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One complete version folder: `<model_dir>/<version>/{model.keras,metadata.json}`."""
+
+    version: int
+    path: Path
+
+
+def find_latest_version(model_dir: Path) -> ModelVersion:
+    """The highest integer-named folder holding metadata.json (written last, so: complete)."""
+    model_dir = Path(model_dir)
+    if not model_dir.exists():
+        raise ModelLoadError(f"model directory {model_dir} does not exist")
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model directory {model_dir} is not a directory")
+    complete = [
+        ModelVersion(int(child.name), child)
+        for child in model_dir.iterdir()
+        if child.is_dir() and _VERSION_NAME.fullmatch(child.name)
+        if (child / "metadata.json").is_file()
+    ]
+    if not complete:
+        hint = ""
+        if (model_dir / "model.keras").exists():
+            hint = f"; it holds a model.keras itself, so point at its parent, {model_dir.parent}"
+        raise ModelLoadError(
+            f"no complete model version in {model_dir}: expected folders named by an "
+            f"integer version, each holding model.keras and metadata.json{hint}"
+        )
+    return max(complete, key=lambda v: v.version)
+
+
+def read_metadata(version: ModelVersion) -> dict:
+    path = version.path / "metadata.json"
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{path} holds a {type(metadata).__name__}, not a JSON object")
+    for key, kind in REQUIRED_METADATA.items():
+        if not isinstance(metadata.get(key), kind):
+            raise ModelLoadError(
+                f"{path} lacks {key!r} as {kind.__name__} (got {metadata.get(key)!r})"
+            )
+    if metadata["version"] != version.version:
+        raise ModelLoadError(
+            f"{path} says version {metadata['version']} but sits in folder {version.version}"
+        )
+    threshold = metadata.get("decision_threshold", 0.5)
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ModelLoadError(f"{path} has decision_threshold {threshold!r}, not a number in [0, 1]")
+    return metadata
+
+
+def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """{"test": {"accuracy": 0.9}} -> {"test.accuracy": 0.9}; non-numbers are left out."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def resolve_device(requested: str) -> str:
+    """ "auto" | "cpu" | "gpu" -> a TensorFlow device name; "gpu" with no GPU is a StartupError."""
+    if requested not in DEVICES:
+        raise StartupError(f"device must be one of {', '.join(DEVICES)}, not {requested!r}")
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "gpu" and not gpus:
+        raise StartupError(
+            "--device gpu was asked for but TensorFlow sees no GPU "
+            "(check the driver, CUDA libraries and CUDA_VISIBLE_DEVICES), or use --device auto"
+        )
+    if requested == "cpu" or not gpus:
+        return "/CPU:0"
+    for gpu in gpus:
+        try:
+            # Take GPU memory as needed rather than all of it, so the GPU can be shared.
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # already initialised (e.g. in tests); the setting cannot change now
+    return "/GPU:0"
+
+
+class ServingModel:
+    """A loaded model version: `predict(reviews)` -> per review a score or an InvalidReviewError."""
+
+    def __init__(self, keras_model, metadata: dict, version: ModelVersion, device: str):
+        self.metadata = metadata
+        self.version = version.version
+        self.path = version.path
+        self.device = device
+        self.name: str = metadata["name"]
+        self.maxlen: int = metadata["maxlen"]
+        self.vocabulary_size: int = metadata["vocabulary_size"]
+        self.decision_threshold = float(metadata.get("decision_threshold", 0.5))
+        self.preset: str = str(metadata.get("preset", ""))
+        self.metrics = flatten_metrics(metadata.get("metrics") or {})
+        vectorize, keep_last_tokens, classifier = (
+            keras_model.get_layer(name) for name in REQUIRED_LAYERS
+        )
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def tokenize(reviews):
+            # String ops exist only on the CPU. -> int64 ids [batch, <= maxlen], 0-padded right.
+            with tf.device("/CPU:0"):
+                return keep_last_tokens(vectorize(reviews))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)])
+        def score(ids):
+            # ids [batch, time] with no all-padding row -> P(positive) [batch, 1].
+            with tf.device(device):
+                return classifier(ids, training=False)
+
+        self._tokenize = tokenize
+        self._score = score
+
+    @classmethod
+    def load_latest(cls, model_dir: Path, device: str = "auto") -> ServingModel:
+        """Loads the highest complete version under `model_dir` onto `device` (auto/cpu/gpu)."""
+        version = find_latest_version(Path(model_dir))
+        metadata = read_metadata(version)
+        tf_device = resolve_device(device)
+        return cls(
+            load_keras_model(version.path / "model.keras", tf_device), metadata, version, tf_device
+        )
+
+    def predict(self, reviews: list[str]) -> list[float | Exception]:
+        """Scores a batch; equal to scoring each review alone (padding is masked)."""
+        ids = self._tokenize(tf.constant(reviews, dtype=tf.string)).numpy()
+        lengths = np.count_nonzero(ids, axis=1)
+        has_words = np.flatnonzero(lengths)
+        results: list[float | Exception] = [InvalidReviewError(NO_WORDS) for _ in reviews]
+        if has_words.size:
+            # Drop wordless rows (a fully masked row breaks cuDNN) and any padding only they needed.
+            kept = ids[has_words, : int(lengths.max())]
+            scores = self._score(tf.constant(kept)).numpy()[:, 0]
+            for index, value in zip(has_words.tolist(), scores.tolist(), strict=True):
+                results[index] = (
+                    value if math.isfinite(value) else InferenceError(f"the model scored {value}")
+                )
+        return results
+
+    def is_positive(self, score: float) -> bool:
+        return score >= self.decision_threshold
+
+    def warm_up(self) -> float:
+        """Traces both functions and touches the device once; returns the seconds it took."""
+        started_s = time.monotonic()
+        reviews = ["a fine film", " ".join(["a long and winding review"] * self.maxlen), "!!!"]
+        results = self.predict(reviews)
+        if not all(isinstance(r, float) for r in results[:2]) or not isinstance(
+            results[2], InvalidReviewError
+        ):
+            raise ModelLoadError(f"warm-up of {self.path} gave unexpected results: {results!r}")
+        return time.monotonic() - started_s
+
+    def describe(self) -> str:
+        return f"{self.name} version {self.version} (preset {self.preset or '?'}) on {self.device}"
+
+
+def load_keras_model(path: Path, device: str):
+    """Loads a .keras file in safe mode, its variables placed on `device`."""
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    try:
+        with tf.device(device):
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load {path} as a Keras model: {exc}") from exc
+    missing = [name for name in REQUIRED_LAYERS if name not in {x.name for x in model.layers}]
+    if missing:
+        raise ModelLoadError(
+            f"{path} lacks the layer(s) {', '.join(missing)}; a serving model needs "
+            f"{', '.join(REQUIRED_LAYERS)}"
+        )
+    return model
