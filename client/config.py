@@ -1,0 +1,144 @@
+"""How a client reaches the server: target, deadlines, stream window, retries, TLS and token."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+DEFAULT_TARGET = "localhost:50051"
+SERVICE_NAME = "sentiment.v1.SentimentService"
+RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+# gRPC silently clamps maxAttempts to 5; refuse more so the setting means what it says.
+MAX_GRPC_ATTEMPTS = 5
+
+
+def positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """gRPC's own retries for UNAVAILABLE and RESOURCE_EXHAUSTED, inside the call's deadline.
+
+    gRPC waits a random time in [0, backoff) before each retry (the jitter), the
+    backoff growing by `backoff_multiplier` up to `max_backoff_s`, and never past
+    the deadline: a call retried to its deadline fails with DEADLINE_EXCEEDED.
+    """
+
+    max_attempts: int = 4
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    backoff_multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_attempts, int) and 2 <= self.max_attempts <= MAX_GRPC_ATTEMPTS):
+            raise ValueError(
+                f"max_attempts must be an integer from 2 to {MAX_GRPC_ATTEMPTS}, "
+                f"got {self.max_attempts!r}"
+            )
+        positive("initial_backoff_s", self.initial_backoff_s)
+        positive("max_backoff_s", self.max_backoff_s)
+        positive("backoff_multiplier", self.backoff_multiplier)
+
+    def service_config(self) -> dict:
+        """The service config JSON object (gRFC A6) applying this policy to every method."""
+        return {
+            "methodConfig": [
+                {
+                    "name": [{"service": SERVICE_NAME}],
+                    "retryPolicy": {
+                        "maxAttempts": self.max_attempts,
+                        "initialBackoff": f"{self.initial_backoff_s:.3f}s",
+                        "maxBackoff": f"{self.max_backoff_s:.3f}s",
+                        "backoffMultiplier": self.backoff_multiplier,
+                        "retryableStatusCodes": list(RETRYABLE_CODES),
+                    },
+                }
+            ]
+        }
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS to the server; with a client certificate and key it is mutual TLS.
+
+    Without `ca_path` the system's root certificates verify the server.
+    """
+
+    ca_path: str | None = None
+    cert_path: str | None = None
+    key_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_path is None) != (self.key_path is None):
+            raise ValueError("a client certificate and its key go together: give both or neither")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Reads the PEM files; OSError names the file that could not be read."""
+
+        def read(path: str | None) -> bytes | None:
+            return None if path is None else Path(path).read_bytes()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_path),
+            private_key=read(self.key_path),
+            certificate_chain=read(self.cert_path),
+        )
+
+
+def read_token_file(path: str) -> str:
+    """The bearer token in a file, without surrounding whitespace; ValueError if empty."""
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    return token
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Every setting of a client, checked once when the client is made.
+
+    `timeout_s` is the deadline of each unary call, and for a stream how long the
+    server may owe the next result; `stream_timeout_s` is the deadline of a whole
+    stream. `max_in_flight` caps reviews sent on a stream but not yet returned.
+    """
+
+    target: str = DEFAULT_TARGET
+    timeout_s: float = 10.0
+    stream_timeout_s: float = 3600.0
+    max_in_flight: int = 256
+    retry: RetryPolicy | None = field(default_factory=RetryPolicy)
+    tls: TlsConfig | None = None
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, str) or not self.target.strip():
+            raise ValueError(f"target must be host:port, got {self.target!r}")
+        positive("timeout_s", self.timeout_s)
+        positive("stream_timeout_s", self.stream_timeout_s)
+        if not (isinstance(self.max_in_flight, int) and self.max_in_flight > 0):
+            raise ValueError(
+                f"max_in_flight must be a positive integer, got {self.max_in_flight!r}"
+            )
+        if self.token is not None and (not self.token or any(c in self.token for c in "\r\n")):
+            raise ValueError("token must be a non-empty single line")
+
+    def channel_options(self) -> list[tuple[str, str | int]]:
+        if self.retry is None:
+            return [("grpc.enable_retries", 0)]
+        return [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(self.retry.service_config())),
+        ]
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        return None if self.tls is None else self.tls.credentials()
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata sent on every call."""
+        return () if self.token is None else (("authorization", f"Bearer {self.token}"),)

@@ -1,0 +1,376 @@
+"""Tests for the client library: errors, values, stream bookkeeping, sync and asyncio clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import grpc
+import pytest
+
+from client import (
+    AsyncSentimentClient,
+    DeadlineExceededError,
+    InvalidReviewError,
+    OverloadedError,
+    ProtocolError,
+    RetryPolicy,
+    SentimentClient,
+    SentimentError,
+    TlsConfig,
+    UnavailableError,
+    sentiment_pb2,
+)
+from client.config import ClientConfig
+from client.errors import AuthenticationError, error_for_status, from_rpc_error
+from client.stream_ledger import StreamLedger
+from client.types import (
+    Prediction,
+    prediction_from_proto,
+    predictions_from_proto,
+    review_list,
+    split_review,
+)
+from tests.fake_sentiment_service import MODEL_VERSION, FakeSentimentService, closed_port, serve
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, cls",
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidReviewError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, OverloadedError),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceededError),
+        (grpc.StatusCode.UNAVAILABLE, UnavailableError),
+        (grpc.StatusCode.UNAUTHENTICATED, AuthenticationError),
+        (grpc.StatusCode.PERMISSION_DENIED, AuthenticationError),
+        (grpc.StatusCode.INTERNAL, SentimentError),
+    ],
+)
+def test_error_for_status_picks_the_class_and_keeps_code_and_message(code, cls):
+    error = error_for_status(code, "why")
+    assert type(error) is cls
+    assert error.code is code
+    assert error.message == "why"
+    assert str(error) == f"{code.name}: why"
+
+
+def test_error_for_status_takes_proto_numbers_and_survives_unknown_ones():
+    assert type(error_for_status(3, "bad")) is InvalidReviewError
+    unknown = error_for_status(999, "??")
+    assert type(unknown) is SentimentError
+    assert unknown.code is grpc.StatusCode.UNKNOWN
+
+
+def test_from_rpc_error_without_code_is_unknown():
+    error = from_rpc_error(grpc.RpcError())
+    assert type(error) is SentimentError
+    assert error.code is grpc.StatusCode.UNKNOWN
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def test_review_list_refuses_a_bare_string_and_non_strings():
+    with pytest.raises(TypeError, match="wrap a single review"):
+        review_list("one review")
+    with pytest.raises(TypeError, match="review 1 is a int"):
+        review_list(["fine", 3])
+    assert review_list(iter(["a", "b"])) == ["a", "b"]
+
+
+def test_split_review_accepts_text_or_id_text_pairs():
+    assert split_review("text") == (None, "text")
+    assert split_review(("r1", "text")) == ("r1", "text")
+    assert split_review((17, "text")) == ("17", "text")
+    with pytest.raises(TypeError, match="str or an \\(id, text\\) pair"):
+        split_review(("r1", "text", "extra"))
+
+
+def test_prediction_without_label_is_a_protocol_error():
+    with pytest.raises(ProtocolError, match="without a label"):
+        prediction_from_proto(sentiment_pb2.Prediction(score=0.5))
+
+
+def test_prediction_count_must_match_the_reviews_sent():
+    response = sentiment_pb2.PredictResponse(
+        predictions=[sentiment_pb2.Prediction(label=sentiment_pb2.POSITIVE, score=0.9)]
+    )
+    assert predictions_from_proto(response, 1) == [Prediction("POSITIVE", pytest.approx(0.9), 0)]
+    with pytest.raises(ProtocolError, match="sent 2 reviews but got 1"):
+        predictions_from_proto(response, 2)
+
+
+# --- stream ledger --------------------------------------------------------------------------
+
+
+def _answer(wire_id: str) -> sentiment_pb2.StreamPredictResponse:
+    return sentiment_pb2.StreamPredictResponse(
+        id=wire_id, prediction=sentiment_pb2.Prediction(label=sentiment_pb2.NEGATIVE, score=0.2)
+    )
+
+
+def test_ledger_holds_early_answers_until_earlier_reviews_are_answered():
+    ledger = StreamLedger()
+    wire_ids = [ledger.sent(caller_id) for caller_id in ("a", "b", "c")]
+    assert ledger.received(_answer(wire_ids[2])) == []
+    assert ledger.received(_answer(wire_ids[1])) == []
+    ready = ledger.received(_answer(wire_ids[0]))
+    assert [r.id for r in ready] == ["a", "b", "c"]
+    assert ledger.unanswered == 0
+
+
+def test_ledger_refuses_unknown_and_repeated_ids():
+    ledger = StreamLedger()
+    wire_id = ledger.sent(None)
+    with pytest.raises(ProtocolError, match="unknown or repeated id 'nope'"):
+        ledger.received(_answer("nope"))
+    ledger.received(_answer(wire_id))
+    with pytest.raises(ProtocolError, match="repeated"):
+        ledger.received(_answer(wire_id))
+
+
+def test_ledger_counts_time_owed_only_while_the_caller_waits():
+    ledger = StreamLedger()
+    assert ledger.overdue_s(0.0, time.monotonic() + 100) == 0.0  # nothing owed
+    wire_id = ledger.sent(None)
+    now = time.monotonic()
+    assert ledger.overdue_s(now - 50, now + 5) == pytest.approx(5, abs=0.5)
+    assert ledger.overdue_s(now + 3, now + 5) == pytest.approx(2)  # the caller began later
+    ledger.received(_answer(wire_id))
+    assert ledger.overdue_s(now, now + 100) == 0.0
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"stream_timeout_s": float("inf")}, "stream_timeout_s"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"target": " "}, "target"),
+        ({"token": "two\nlines"}, "token"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        ClientConfig(**kwargs)
+
+
+def test_retry_policy_limits_and_service_config():
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=6)
+    with pytest.raises(ValueError, match="initial_backoff_s"):
+        RetryPolicy(initial_backoff_s=-1)
+    options = dict(ClientConfig(retry=RetryPolicy(max_attempts=3)).channel_options())
+    assert options["grpc.enable_retries"] == 1
+    policy = json.loads(options["grpc.service_config"])["methodConfig"][0]
+    assert policy["name"] == [{"service": "sentiment.v1.SentimentService"}]
+    assert policy["retryPolicy"]["maxAttempts"] == 3
+    assert set(policy["retryPolicy"]["retryableStatusCodes"]) == {
+        "UNAVAILABLE",
+        "RESOURCE_EXHAUSTED",
+    }
+    assert dict(ClientConfig(retry=None).channel_options()) == {"grpc.enable_retries": 0}
+
+
+def test_tls_needs_cert_and_key_together():
+    with pytest.raises(ValueError, match="certificate and its key"):
+        TlsConfig(cert_path="client.pem")
+
+
+# --- sync client against a fake service ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fake_client(service: FakeSentimentService | None = None, **settings):
+    with serve(service or FakeSentimentService()) as target:
+        with SentimentClient(target, **settings) as client:
+            yield client
+
+
+def test_predict_returns_one_prediction_per_review_in_order():
+    with fake_client() as client:
+        predictions = client.predict(["a good film", "a bad film", "good good"])
+    assert [p.label for p in predictions] == ["POSITIVE", "NEGATIVE", "POSITIVE"]
+    assert predictions[1].score == pytest.approx(0.1)
+    assert {p.model_version for p in predictions} == {MODEL_VERSION}
+    assert {p.id for p in predictions} == {None}
+
+
+def test_predict_of_nothing_makes_no_call():
+    service = FakeSentimentService()
+    with fake_client(service) as client:
+        assert client.predict([]) == []
+    assert service.predict_calls == 0
+
+
+def test_predict_bad_review_raises_invalid_review_with_code_and_message():
+    with fake_client() as client, pytest.raises(InvalidReviewError) as caught:
+        client.predict(["fine", "  "])
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.message == "review 1 is empty"
+
+
+def test_model_info():
+    with fake_client() as client:
+        info = client.model_info()
+    assert (info.name, info.version, info.preset) == ("fake", MODEL_VERSION, "tiny")
+    assert info.metrics == {"test.accuracy": pytest.approx(0.875)}
+
+
+def test_unreachable_server_raises_unavailable():
+    with SentimentClient(f"127.0.0.1:{closed_port()}", retry=None) as client:
+        with pytest.raises(UnavailableError) as caught:
+            client.predict(["anything"])
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_retries_unavailable_and_overloaded_within_the_deadline():
+    service = FakeSentimentService(
+        fail_first=[grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED]
+    )
+    fast = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)
+    with fake_client(service, retry=fast) as client:
+        assert [p.label for p in client.predict(["good"])] == ["POSITIVE"]
+    assert service.predict_calls == 3
+
+
+def test_without_retries_the_first_failure_is_raised():
+    service = FakeSentimentService(fail_first=[grpc.StatusCode.RESOURCE_EXHAUSTED])
+    with fake_client(service, retry=None) as client, pytest.raises(OverloadedError):
+        client.predict(["good"])
+    assert service.predict_calls == 1
+
+
+def test_token_is_sent_as_bearer_metadata_on_every_call():
+    service = FakeSentimentService()
+    with fake_client(service, token="s3cret") as client:
+        client.predict(["good"])
+        client.model_info()
+        list(client.stream(["good"]))
+    assert [m.get("authorization") for m in service.metadata] == ["Bearer s3cret"] * 3
+
+
+def test_stream_pipelines_and_returns_results_in_input_order():
+    # The fake answers only once it holds 16 reviews, and answers those last-first:
+    # a client waiting for each answer before sending would stall, and one that
+    # trusted arrival order would come back shuffled.
+    service = FakeSentimentService(stream_batch=16, reverse_batches=True)
+    reviews = [f"review {i} " + ("good" if i % 3 else "bad") for i in range(100)]
+    with fake_client(service, max_in_flight=32, timeout_s=5) as client:
+        results = list(client.stream(reviews))
+    assert len(results) == 100
+    assert [r.prediction.label for r in results] == [
+        "POSITIVE" if i % 3 else "NEGATIVE" for i in range(100)
+    ]
+
+
+def test_stream_echoes_caller_ids_and_reports_bad_reviews_in_place():
+    with fake_client() as client:
+        results = list(client.stream([("a", "good"), ("b", ""), ("a", "bad")]))
+    assert [r.id for r in results] == ["a", "b", "a"]
+    assert [r.ok for r in results] == [True, False, True]
+    assert isinstance(results[1].error, InvalidReviewError)
+    assert results[1].error.message == "review is empty"
+    assert results[2].unwrap().label == "NEGATIVE"
+    with pytest.raises(InvalidReviewError):
+        results[1].unwrap()
+
+
+def test_stream_raises_deadline_exceeded_when_the_server_stops_answering():
+    service = FakeSentimentService(stall_after=2)
+    with fake_client(service, timeout_s=0.5) as client:
+        results = []
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match="no stream result for 0.5s"):
+            for result in client.stream(["good"] * 10):
+                results.append(result)
+    assert len(results) == 2
+    assert time.monotonic() - started < 5
+
+
+def test_stream_window_smaller_than_server_batch_times_out_instead_of_hanging():
+    service = FakeSentimentService(stream_batch=8)
+    with fake_client(service, max_in_flight=4, timeout_s=0.5) as client:
+        with pytest.raises(DeadlineExceededError):
+            list(client.stream(["good"] * 20))
+    assert service.stream_requests == 4  # the window held back the rest
+
+
+def test_stream_input_error_is_raised_after_the_reviews_before_it():
+    def reviews():
+        yield "good"
+        yield "bad"
+        raise OSError("disk on fire")
+
+    with fake_client() as client:
+        results = []
+        with pytest.raises(OSError, match="disk on fire"):
+            for result in client.stream(reviews()):
+                results.append(result)
+    assert [r.prediction.label for r in results] == ["POSITIVE", "NEGATIVE"]
+
+
+def test_leaving_a_stream_early_cancels_it_and_the_client_still_works():
+    with fake_client(max_in_flight=8) as client:
+        stream = client.stream(f"good {i}" for i in range(10_000))
+        assert next(stream).ok
+        stream.close()
+        assert [p.label for p in client.predict(["good"])] == ["POSITIVE"]
+
+
+# --- asyncio client ---------------------------------------------------------------------------
+
+
+def test_async_client_predicts_streams_and_describes_the_model():
+    service = FakeSentimentService(stream_batch=4, reverse_batches=True)
+
+    async def reviews():
+        for i in range(30):
+            yield (str(i), "good" if i % 2 else "bad")
+
+    async def run(target):
+        async with AsyncSentimentClient(target, max_in_flight=8) as client:
+            predictions = await client.predict(["good", "bad"])
+            info = await client.model_info()
+            results = [r async for r in client.stream(reviews())]
+        return predictions, info, results
+
+    with serve(service) as target:
+        predictions, info, results = asyncio.run(run(target))
+    assert [p.label for p in predictions] == ["POSITIVE", "NEGATIVE"]
+    assert info.version == MODEL_VERSION
+    assert [r.id for r in results] == [str(i) for i in range(30)]
+    assert [r.prediction.label for r in results] == [
+        "POSITIVE" if i % 2 else "NEGATIVE" for i in range(30)
+    ]
+
+
+def test_async_client_translates_errors_and_times_out_stalled_streams():
+    async def run(target):
+        async with AsyncSentimentClient(target, timeout_s=0.5) as client:
+            with pytest.raises(InvalidReviewError, match="review 0 is empty"):
+                await client.predict([""])
+            results = []
+            with pytest.raises(DeadlineExceededError):
+                async for result in client.stream(["good"] * 10):
+                    results.append(result)
+            return results
+
+    with serve(FakeSentimentService(stall_after=3)) as target:
+        assert len(asyncio.run(run(target))) == 3
+
+
+def test_async_client_unreachable_server_raises_unavailable():
+    async def run():
+        async with AsyncSentimentClient(f"127.0.0.1:{closed_port()}", retry=None) as client:
+            await client.model_info()
+
+    with pytest.raises(UnavailableError):
+        asyncio.run(run())
