@@ -17,6 +17,7 @@ class Preset:
     vocab_size: int  # including the padding (0) and OOV (1) ids
     maxlen: int  # tokens kept per review: its last `maxlen`
     embedding_dim: int
+    embedding_dropout: float  # drops whole embedding channels (SpatialDropout1D)
     lstm_units: int
     bidirectional: bool
     pooling: str  # "last": the LSTM's final state; "mean": masked mean over all steps
@@ -42,6 +43,7 @@ PRESETS = {
         vocab_size=10_000,
         maxlen=200,
         embedding_dim=32,
+        embedding_dropout=0.0,
         lstm_units=64,
         bidirectional=False,
         pooling="last",
@@ -58,6 +60,7 @@ PRESETS = {
         vocab_size=20_000,
         maxlen=500,
         embedding_dim=64,
+        embedding_dropout=0.0,
         lstm_units=64,
         bidirectional=True,
         pooling="mean",
@@ -75,6 +78,7 @@ PRESETS = {
         vocab_size=500,
         maxlen=40,
         embedding_dim=8,
+        embedding_dropout=0.0,
         lstm_units=8,
         bidirectional=False,
         pooling="mean",
@@ -113,6 +117,8 @@ def build_classifier(preset: Preset) -> keras.Model:
     x = keras.layers.Embedding(
         preset.vocab_size, preset.embedding_dim, mask_zero=True, name="embedding"
     )(ids)
+    if preset.embedding_dropout:
+        x = keras.layers.SpatialDropout1D(preset.embedding_dropout, name="embedding_dropout")(x)
     if preset.pooling not in ("last", "mean"):
         raise ValueError(f"pooling must be 'last' or 'mean', not {preset.pooling!r}")
     lstm = keras.layers.LSTM(

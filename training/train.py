@@ -9,6 +9,7 @@ Reads top to bottom: configuration, data, model, training loop, save.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shutil
@@ -49,10 +50,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", type=int, help="version number (default: highest + 1)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--epochs", type=int, help="override the preset's max epochs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override one preset field, e.g. --set maxlen=800 (repeatable)",
+    )
     parser.add_argument("--limit", type=int, help="use only this many train and test reviews")
     parser.add_argument("--checkpoint-dir", type=Path, help="default: <out>/.checkpoints")
     parser.add_argument("--no-report", action="store_true", help="skip the test-set report")
     return parser.parse_args(argv)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["maxlen=800", "bidirectional=false"]` -> typed preset overrides."""
+    fields = {f.name: f.type for f in dataclasses.fields(Preset)}
+    overrides = {}
+    for item in items:
+        name, _, raw = item.partition("=")
+        if name not in fields or not raw:
+            raise ValueError(
+                f"bad --set {item!r}: expected FIELD=VALUE, FIELD one of {sorted(fields)}"
+            )
+        kind = fields[name]
+        if kind == "bool":
+            overrides[name] = raw.lower() in ("1", "true", "yes")
+        else:
+            try:
+                overrides[name] = {"int": int, "float": float}.get(kind, str)(raw)
+            except ValueError:
+                raise ValueError(f"bad --set {item!r}: {name} takes a {kind}") from None
+    return overrides
 
 
 def next_version(base: Path) -> int:
@@ -192,7 +221,11 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    preset = get_preset(args.preset, max_epochs=args.epochs)
+    try:
+        preset = get_preset(args.preset, max_epochs=args.epochs, **parse_overrides(args.set))
+    except ValueError as e:
+        print(f"sentiment-train: error: {e}", file=sys.stderr)
+        return 2
     try:
         dataset = imdb.load(args.data)
     except imdb.DataError as e:
