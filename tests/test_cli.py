@@ -1,0 +1,247 @@
+"""Tests for sentiment-client: input and output formats, main(argv), and the installed command."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from client.cli import main
+from client.cli_io import InputError, ResultWriter, read_jsonl, read_lines
+from client.errors import error_for_status
+from client.types import ModelInfo, Prediction, StreamResult
+from tests.fake_sentiment_service import closed_port
+
+POSITIVE_REVIEW = "a great wonderful superb film, loved it"
+NEGATIVE_REVIEW = "an awful boring terrible waste, hated it"
+
+# --- reading reviews --------------------------------------------------------------------------
+
+
+def test_read_lines_keeps_blank_lines_so_results_match_lines():
+    lines = io.StringIO("first\r\n\nthird\n")
+    assert list(read_lines(lines, "in.txt")) == ["first", "", "third"]
+
+
+def test_read_lines_names_the_line_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"fine\n" * 3 + b"caf\xe9\n")
+    with open(path, encoding="utf-8") as file, pytest.raises(InputError, match="not UTF-8"):
+        list(read_lines(file, str(path)))
+
+
+def test_read_jsonl_takes_id_and_text_and_skips_blank_lines():
+    lines = io.StringIO('{"id": "a", "text": "one"}\n\n{"id": 7, "text": "two"}\n{"text": "x"}\n')
+    assert list(read_jsonl(lines, "in.jsonl")) == [("a", "one"), ("7", "two"), (None, "x")]
+
+
+@pytest.mark.parametrize(
+    "line, complaint",
+    [
+        ("not json", "in.jsonl:2: not JSON"),
+        ('["text"]', 'in.jsonl:2: expected an object with a string "text"'),
+        ('{"id": 1}', 'in.jsonl:2: expected an object with a string "text"'),
+        ('{"id": [1], "text": "x"}', 'in.jsonl:2: "id" must be a string or an integer'),
+    ],
+)
+def test_read_jsonl_names_file_and_line_of_bad_records(line, complaint):
+    lines = io.StringIO('{"text": "fine"}\n' + line + "\n")
+    with pytest.raises(InputError) as caught:
+        list(read_jsonl(lines, "in.jsonl"))
+    assert str(caught.value).startswith(complaint)
+
+
+# --- writing results ----------------------------------------------------------------------------
+
+
+def test_json_lines_carry_label_score_and_id_when_there_is_one():
+    out = io.StringIO()
+    writer = ResultWriter(out, "json")
+    writer.prediction(Prediction("POSITIVE", 0.912345678, 3))
+    writer.stream_result(StreamResult("r2", Prediction("NEGATIVE", 0.25, 3, "r2")))
+    writer.stream_result(StreamResult("r3", error=error_for_status(3, "review is empty")))
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert records == [
+        {"label": "POSITIVE", "score": 0.912346},
+        {"id": "r2", "label": "NEGATIVE", "score": 0.25},
+        {"id": "r3", "error": {"code": "INVALID_ARGUMENT", "message": "review is empty"}},
+    ]
+
+
+def test_table_has_a_header_and_one_aligned_row_per_result():
+    out = io.StringIO()
+    writer = ResultWriter(out, "table", with_ids=True)
+    writer.prediction(Prediction("POSITIVE", 0.9, 1, "a"))
+    writer.stream_result(StreamResult("b", error=error_for_status(3, "empty")))
+    header, first, second = out.getvalue().splitlines()
+    assert header.split() == ["#", "ID", "LABEL", "SCORE"]
+    assert first.split() == ["1", "a", "POSITIVE", "0.9000"]
+    assert second.split() == ["2", "b", "ERROR", "INVALID_ARGUMENT:", "empty"]
+    assert header.index("LABEL") == first.index("POSITIVE") == second.index("ERROR")
+
+
+def test_model_info_as_json_and_as_table():
+    info = ModelInfo("imdb-lstm", 2, 200, 20000, 0.5, "default", {"test.accuracy": 0.88})
+    out = io.StringIO()
+    ResultWriter(out, "json").model_info(info)
+    assert json.loads(out.getvalue())["metrics"] == {"test.accuracy": 0.88}
+    out = io.StringIO()
+    ResultWriter(out, "table").model_info(info)
+    assert "metrics.test.accuracy  0.8800" in out.getvalue()
+
+
+# --- main(argv) without a server ----------------------------------------------------------------
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("sentiment-client: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, complaint",
+    [
+        ([], "required: COMMAND"),
+        (["predict"], "TEXT arguments or with --file"),
+        (["predict", "x", "--file", "f.txt"], "not both"),
+        (["predict", "--jsonl", "x"], "--jsonl reads --file"),
+        (["--timeout", "0", "info"], "--timeout: expected a positive float, got '0'"),
+        (["stream", "--max-in-flight", "-3"], "--max-in-flight: expected a positive int"),
+        (["--format", "xml", "info"], "invalid choice: 'xml'"),
+        (["predict", "--file", "/does/not/exist.txt"], "/does/not/exist.txt: No such file"),
+        (["--tls-cert", "c.pem", "info"], "certificate and its key go together"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(capsys, argv, complaint):
+    assert main(argv) == 2
+    assert complaint in _one_error_line(capsys)
+
+
+def test_unreachable_server_exits_1_naming_the_status_and_target(capsys):
+    target = f"127.0.0.1:{closed_port()}"
+    assert main(["--target", target, "--no-retry", "info"]) == 1
+    line = _one_error_line(capsys)
+    assert "UNAVAILABLE" in line and target in line
+
+
+def test_help_exits_0(capsys):
+    assert main(["stream", "--help"]) == 0
+    assert "FILE|-" in capsys.readouterr().out
+
+
+# --- main(argv) against the real server -----------------------------------------------------------
+
+
+def _json_lines(capsys) -> list[dict]:
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return [json.loads(line) for line in captured.out.splitlines()]
+
+
+def _check_prediction(record: dict) -> None:
+    assert record["label"] in ("POSITIVE", "NEGATIVE")
+    assert 0.0 <= record["score"] <= 1.0
+    assert (record["label"] == "POSITIVE") == (record["score"] >= 0.5)
+
+
+def test_predict_texts(grpc_server, capsys):
+    assert main(["--target", grpc_server, "predict", POSITIVE_REVIEW, NEGATIVE_REVIEW]) == 0
+    records = _json_lines(capsys)
+    assert len(records) == 2
+    for record in records:
+        assert "id" not in record
+        _check_prediction(record)
+
+
+def test_predict_file_in_several_calls_matches_predict_texts(grpc_server, capsys, tmp_path):
+    reviews = [POSITIVE_REVIEW, NEGATIVE_REVIEW, "the plot was fun", "dull and bad"] * 3
+    path = tmp_path / "reviews.txt"
+    path.write_text("\n".join(reviews) + "\n")
+    argv = ["--target", grpc_server, "predict", "--file", str(path), "--batch-size", "5"]
+    assert main(argv) == 0
+    from_file = _json_lines(capsys)
+    assert main(["--target", grpc_server, "predict", *reviews[:4]]) == 0
+    from_texts = _json_lines(capsys)
+    assert len(from_file) == len(reviews)
+    for record, expected in zip(from_file, from_texts * 3, strict=True):
+        assert record["label"] == expected["label"]
+        assert record["score"] == pytest.approx(expected["score"], abs=1e-4)
+
+
+def test_predict_jsonl_echoes_ids(grpc_server, capsys, tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text(
+        json.dumps({"id": "pos", "text": POSITIVE_REVIEW})
+        + "\n"
+        + json.dumps({"id": 2, "text": NEGATIVE_REVIEW})
+        + "\n"
+    )
+    assert main(["--target", grpc_server, "predict", "--jsonl", "--file", str(path)]) == 0
+    records = _json_lines(capsys)
+    assert [r["id"] for r in records] == ["pos", "2"]
+    for record in records:
+        _check_prediction(record)
+
+
+def test_stream_returns_one_result_per_line_in_input_order(grpc_server, capsys, tmp_path):
+    # Two kinds of review alternate, so a reordered output would show in the scores.
+    reviews = [POSITIVE_REVIEW if i % 2 else f"{NEGATIVE_REVIEW} {i}" for i in range(300)]
+    path = tmp_path / "reviews.txt"
+    path.write_text("\n".join(reviews) + "\n")
+    assert main(["--target", grpc_server, "--timeout", "30", "stream", str(path)]) == 0
+    streamed = _json_lines(capsys)
+    assert main(["--target", grpc_server, "predict", "--file", str(path)]) == 0
+    predicted = _json_lines(capsys)
+    assert len(streamed) == 300
+    for record, expected in zip(streamed, predicted, strict=True):
+        _check_prediction(record)
+        assert record["score"] == pytest.approx(expected["score"], abs=1e-4)
+
+
+def test_stream_reports_a_bad_review_in_place_and_exits_1(grpc_server, capsys, monkeypatch):
+    reviews = [{"id": "a", "text": POSITIVE_REVIEW}, {"id": "b", "text": ""}]
+    stdin = io.StringIO("".join(json.dumps(r) + "\n" for r in reviews))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["--target", grpc_server, "stream", "--jsonl", "-"]) == 1
+    captured = capsys.readouterr()
+    first, second = (json.loads(line) for line in captured.out.splitlines())
+    assert first["id"] == "a" and first["label"] in ("POSITIVE", "NEGATIVE")
+    assert second["id"] == "b" and second["error"]["code"] == "INVALID_ARGUMENT"
+    assert captured.err.count("\n") == 1
+    assert "1 of 2 reviews failed; first, id b: INVALID_ARGUMENT" in captured.err
+
+
+def test_predict_bad_review_exits_1_with_the_server_message(grpc_server, capsys):
+    assert main(["--target", grpc_server, "predict", POSITIVE_REVIEW, ""]) == 1
+    line = _one_error_line(capsys)
+    assert "INVALID_ARGUMENT" in line
+
+
+def test_info(grpc_server, capsys):
+    assert main(["--target", grpc_server, "info"]) == 0
+    (info,) = _json_lines(capsys)
+    assert info["version"] == 1
+    assert info["maxlen"] > 0 and info["vocabulary_size"] > 0
+    assert main(["info", "--target", grpc_server, "--format", "table"]) == 0
+    assert "decision_threshold" in capsys.readouterr().out
+
+
+def test_installed_command_runs(grpc_server):
+    command = Path(sys.executable).parent / "sentiment-client"
+    completed = subprocess.run(
+        [str(command), "--target", grpc_server, "predict", POSITIVE_REVIEW],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    (record,) = [json.loads(line) for line in completed.stdout.splitlines()]
+    _check_prediction(record)
