@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,81 @@ def serving_model(tiny_model_dir: Path):
     model = ServingModel.load_latest(tiny_model_dir, device="cpu")
     model.warm_up()
     return model
+
+
+class RunningServer:
+    """A real server on port 0, run by its own event loop in a background thread."""
+
+    def __init__(self, config, model):
+        self._config = config
+        self._model = model
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self.port = 0
+        self.server = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def call(self, coroutine, timeout_s: float = 30):
+        """Runs a coroutine on the server's loop (e.g. `server.stop()`) and returns its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+    async def _main(self) -> None:
+        from server.main import create_server
+
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        try:
+            self.server, self.port = await create_server(self._config, self._model)
+            await self.server.start()
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            self._ready.set()
+        await self._stop_requested.wait()
+        await self.server.stop(grace_s=1)
+
+    def __enter__(self) -> RunningServer:
+        self._thread.start()
+        assert self._ready.wait(60), "the test server did not start within 60 s"
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._loop.call_soon_threadsafe(self._stop_requested.set)
+        self._thread.join(30)
+
+
+def server_config_for_tests(model_dir: Path, **settings):
+    """Settings for a test server: loopback, port 0, a short batching delay."""
+    from server.config import ServerConfig, validate
+
+    defaults = {"host": "127.0.0.1", "port": 0, "model_dir": model_dir, "device": "cpu"}
+    defaults.update(max_delay_ms=20, stats_interval_s=0)
+    return validate(ServerConfig(**{**defaults, **settings}))
+
+
+@pytest.fixture(scope="session")
+def start_server(serving_model, tiny_model_dir):
+    """Factory: `with start_server(max_batch_size=4) as running:` -> RunningServer (.target).
+
+    `model=` swaps in another object with ServingModel's attributes (e.g. a slow fake).
+    """
+
+    def start(model=None, **settings) -> RunningServer:
+        config = server_config_for_tests(tiny_model_dir, **settings)
+        return RunningServer(config, serving_model if model is None else model)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def grpc_server(start_server) -> Iterator[str]:
+    """A "127.0.0.1:PORT" target of a real in-process server serving the tiny model."""
+    with start_server() as running:
+        yield running.target

@@ -1,0 +1,253 @@
+"""Server settings: each a --flag with a SENTIMENT_* environment twin, checked at start-up.
+
+A flag wins over its environment variable, which wins over the default. Every
+bad value is refused before anything loads, naming where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.errors import ConfigError
+
+ENV_PREFIX = "SENTIMENT_"
+# The shipped model, found from the package so the server runs from any directory.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "imdb-lstm"
+DEVICES = ("auto", "cpu", "gpu")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Room for the protobuf framing around each review and for the rest of the message.
+_PER_REVIEW_OVERHEAD_BYTES = 16
+_MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server needs to start; built by `load_config` or directly in tests."""
+
+    host: str = "[::]"
+    port: int = 50051
+    model_dir: Path = DEFAULT_MODEL_DIR
+    device: str = "auto"
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    queue_capacity: int = 1024
+    max_reviews_per_request: int = 256
+    max_review_bytes: int = 64 * 1024
+    default_timeout_ms: float = 30_000.0
+    grace_s: float = 10.0
+    reflection: bool = True
+    metrics_port: int = 0
+    stats_interval_s: float = 60.0
+    log_level: str = "INFO"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def max_receive_message_bytes(self) -> int:
+        """The largest request the server accepts: a full Predict call of maximal reviews.
+
+        Set deliberately (gRPC's default is 4 MiB): big enough for every request
+        the limits below allow, so oversize ones fail at the transport, early.
+        """
+        per_review = self.max_review_bytes + _PER_REVIEW_OVERHEAD_BYTES
+        return self.max_reviews_per_request * per_review + _MESSAGE_OVERHEAD_BYTES
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its field, flag, parser from text, check and help."""
+
+    field: str
+    parse: Callable[[str], Any]
+    check: Callable[[Any], str | None]
+    help: str
+    choices: Sequence[str] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+    @property
+    def default(self) -> Any:
+        return ServerConfig.__dataclass_fields__[self.field].default
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a boolean (use 1/0, true/false, yes/no or on/off)")
+
+
+def _between(low: float, high: float) -> Callable[[Any], str | None]:
+    return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
+
+
+def _one_of(options: Sequence[str]) -> Callable[[Any], str | None]:
+    return lambda value: None if value in options else f"must be one of {', '.join(options)}"
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _existing_dir(value: Path) -> str | None:
+    if not value.exists():
+        return "does not exist"
+    return None if value.is_dir() else "is not a directory"
+
+
+SETTINGS = (
+    Setting("host", str, _non_empty, "address to listen on"),
+    Setting("port", _integer, _between(0, 65535), "port to listen on; 0 picks a free one"),
+    Setting("model_dir", Path, _existing_dir, "model directory; its highest version is served"),
+    Setting("device", str.lower, _one_of(DEVICES), "where the model runs", DEVICES),
+    Setting("max_batch_size", _integer, _between(1, 4096), "most reviews in one model call"),
+    Setting(
+        "max_delay_ms",
+        _number,
+        _between(0, 10_000),
+        "how long reviews that queued behind a busy model wait for a fuller batch",
+    ),
+    Setting("queue_capacity", _integer, _between(1, 1_000_000), "most reviews waiting at once"),
+    Setting(
+        "max_reviews_per_request", _integer, _between(1, 100_000), "most reviews in one Predict"
+    ),
+    Setting(
+        "max_review_bytes", _integer, _between(1, 16 * 1024 * 1024), "largest review, in UTF-8"
+    ),
+    Setting(
+        "default_timeout_ms",
+        _number,
+        _between(1, 3_600_000),
+        "deadline for reviews whose caller set none (a caller's shorter one wins)",
+    ),
+    Setting("grace_s", _number, _between(0, 3600), "time in-flight calls get to finish on stop"),
+    Setting("reflection", _boolean, lambda _: None, "serve gRPC reflection"),
+    Setting(
+        "metrics_port", _integer, _between(0, 65535), "Prometheus /metrics port; 0 turns it off"
+    ),
+    Setting("stats_interval_s", _number, _between(0, 86_400), "batcher stats log period; 0: off"),
+    Setting("log_level", str.upper, _one_of(LOG_LEVELS), "logging level", LOG_LEVELS),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentiment-server",
+        description="Serves IMDB review sentiment over gRPC, micro-batching reviews "
+        "from every caller. Each flag can also come from the environment variable shown.",
+    )
+    for setting in SETTINGS:
+        help_text = f"{setting.help} [env {setting.env}] (default: {str(setting.default)})"
+        if setting.parse is _boolean:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.field,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.field,
+                default=None,
+                metavar="|".join(setting.choices) if setting.choices else setting.field.upper(),
+                help=help_text,
+            )
+    return parser
+
+
+def load_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Flags, then environment, then defaults; raises ConfigError naming any bad value."""
+    arguments = build_parser().parse_args(argv)
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        flag_value = getattr(arguments, setting.field)
+        if flag_value is not None:
+            source, raw = setting.flag, flag_value
+        elif setting.env in environ:
+            source, raw = setting.env, environ[setting.env]
+        else:
+            continue
+        values[setting.field] = _parse(setting, source, raw)
+    return validate(ServerConfig(**values))
+
+
+def _parse(setting: Setting, source: str, raw: Any) -> Any:
+    if isinstance(raw, bool):  # from --flag/--no-flag, already parsed
+        return raw
+    try:
+        value = setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}={raw!r} is {exc}") from None
+    problem = setting.check(value)
+    if problem:
+        raise ConfigError(f"{source}={raw!r} {problem}")
+    return value
+
+
+def validate(config: ServerConfig) -> ServerConfig:
+    """Checks each value and how they fit together; returns the config unchanged."""
+    for setting in SETTINGS:
+        value = getattr(config, setting.field)
+        problem = setting.check(value)
+        if problem:
+            raise ConfigError(f"{setting.flag} {str(value)} {problem} (env {setting.env})")
+    if config.max_reviews_per_request > config.queue_capacity:
+        raise ConfigError(
+            f"--max-reviews-per-request {config.max_reviews_per_request} exceeds "
+            f"--queue-capacity {config.queue_capacity}: a request that large could never be queued"
+        )
+    if config.max_batch_size > config.queue_capacity:
+        raise ConfigError(
+            f"--max-batch-size {config.max_batch_size} exceeds --queue-capacity "
+            f"{config.queue_capacity}: a full batch could never queue"
+        )
+    if config.max_receive_message_bytes > 2**31 - 1:
+        raise ConfigError(
+            f"--max-reviews-per-request {config.max_reviews_per_request} x --max-review-bytes "
+            f"{config.max_review_bytes} exceeds gRPC's 2 GiB message limit"
+        )
+    return config
+
+
+def describe(config: ServerConfig) -> str:
+    """One line of every setting, for the start-up log."""
+    return " ".join(f"{f.name}={str(getattr(config, f.name))}" for f in dataclasses.fields(config))

@@ -1,0 +1,181 @@
+"""Entry point: `sentiment-server --model-dir models/imdb-lstm --port 50051` (see --help).
+
+`create_server(config)` builds a bound, not yet started server (tests use
+port 0); `serve(config)` runs one until SIGTERM/SIGINT, then drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client import sentiment_pb2, sentiment_pb2_grpc
+from server.batcher import BatcherStats, MicroBatcher
+from server.config import ServerConfig, describe, load_config
+from server.errors import StartupError
+from server.servicer import RequestLimits, SentimentServicer
+
+if TYPE_CHECKING:  # server.model imports TensorFlow: seconds, so only when serving
+    from server.model import ServingModel
+
+logger = logging.getLogger("server")
+
+SERVICE_NAME = "sentiment.v1.SentimentService"
+
+
+@dataclass
+class SentimentServer:
+    """A bound gRPC server with its batcher and health status, started and stopped together."""
+
+    grpc_server: grpc.aio.Server
+    batcher: MicroBatcher
+    health: health.aio.HealthServicer
+    model: ServingModel
+    config: ServerConfig
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+        # SERVING only now: the model was warmed up before the server was built.
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drains: NOT_SERVING, refuse new calls, let in-flight ones finish within grace_s."""
+        grace_s = self.config.grace_s if grace_s is None else grace_s
+        await self.health.enter_graceful_shutdown()
+        # In-flight calls still need the batcher, so it closes after the server stops.
+        await self.grpc_server.stop(grace_s)
+        await self.batcher.close(drain_timeout_s=0)
+        logger.info("stopped; batcher stats: %s", self.batcher.stats().summary())
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+    def stats(self) -> BatcherStats:
+        return self.batcher.stats()
+
+
+async def create_server(
+    config: ServerConfig, model: ServingModel | None = None
+) -> tuple[SentimentServer, int]:
+    """Loads and warms the model (unless given one), then binds a server; returns it and its port.
+
+    Call inside the event loop that will run the server.
+    """
+    if model is None:
+        model = load_model(config)
+    batcher = MicroBatcher(
+        model.predict,
+        max_batch_size=config.max_batch_size,
+        max_delay_ms=config.max_delay_ms,
+        queue_capacity=config.queue_capacity,
+    )
+    limits = RequestLimits(
+        max_reviews_per_request=config.max_reviews_per_request,
+        max_review_bytes=config.max_review_bytes,
+        default_timeout_ms=config.default_timeout_ms,
+    )
+    grpc_server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+            # Without this a second server on a busy port would start and share it silently.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
+        SentimentServicer(model, batcher, limits), grpc_server
+    )
+    health_servicer = health.aio.HealthServicer()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    if config.reflection:
+        names = (
+            sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, grpc_server)
+    try:
+        port = grpc_server.add_insecure_port(config.address)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {config.address}: {exc}") from exc
+    return SentimentServer(grpc_server, batcher, health_servicer, model, config), port
+
+
+def load_model(config: ServerConfig) -> ServingModel:
+    """Loads the newest model version onto the configured device and warms it up."""
+    from server.model import ServingModel
+
+    model = ServingModel.load_latest(config.model_dir, config.device)
+    warm_up_s = model.warm_up()
+    logger.info(
+        "model %s loaded from %s; runs on %s (--device %s); warmed up in %.2f s",
+        model.describe(),
+        model.path,
+        model.device,
+        config.device,
+        warm_up_s,
+    )
+    return model
+
+
+async def serve(config: ServerConfig) -> None:
+    """Runs until SIGTERM or SIGINT, then drains within config.grace_s."""
+    server, port = await create_server(config)
+    await server.start()
+    logger.info("serving on %s:%d", config.host, port)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    stats_logger = asyncio.create_task(_log_stats(server, config.stats_interval_s))
+    try:
+        await stop_requested.wait()
+        logger.info("stop requested; draining for up to %.1f s", config.grace_s)
+    finally:
+        stats_logger.cancel()
+        await server.stop(config.grace_s)
+
+
+async def _log_stats(server: SentimentServer, interval_s: float) -> None:
+    if interval_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        logger.info("batcher stats: %s", server.stats().summary())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`sentiment-server [flags]`; exit 0 after a clean drain, 2 on a bad setting, 1 on start-up."""
+    # TensorFlow's C++ info lines would drown the server's own start-up log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        config = load_config(argv)
+    except StartupError as exc:
+        print(f"sentiment-server: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logger.info("settings: %s", describe(config))
+    try:
+        asyncio.run(serve(config))
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The gRPC edge: protobuf <-> plain values, request checks, and the one error -> status map.
+
+Knows nothing of TensorFlow: it talks to the MicroBatcher and reads the
+serving model's description (version, threshold, metrics) as plain attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from client import sentiment_pb2, sentiment_pb2_grpc
+from server.batcher import MicroBatcher
+from server.errors import (
+    DeadlineExceededError,
+    InferenceError,
+    InvalidRequestError,
+    InvalidReviewError,
+    QueueFullError,
+    ServiceError,
+    ShuttingDownError,
+)
+
+logger = logging.getLogger(__name__)
+
+# gRPC's own retry machinery reads this trailer as "retry after N ms" (gRFC A6).
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+class ModelDescription(Protocol):
+    """What the servicer needs to know of the model (ServingModel has it all)."""
+
+    name: str
+    version: int
+    maxlen: int
+    vocabulary_size: int
+    decision_threshold: float
+    metrics: dict[str, float]
+    preset: str
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_reviews_per_request: int
+    max_review_bytes: int
+    default_timeout_ms: float
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """The one place a service error becomes a gRPC status: (code, message, trailing metadata)."""
+    if isinstance(error, (InvalidReviewError, InvalidRequestError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error), ()
+    if isinstance(error, QueueFullError):
+        message = f"{error} (retry after about {error.retry_after_ms} ms)"
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            message,
+            ((RETRY_PUSHBACK_KEY, str(error.retry_after_ms)),),
+        )
+    if isinstance(error, DeadlineExceededError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(error), ()
+    if isinstance(error, ShuttingDownError):
+        return grpc.StatusCode.UNAVAILABLE, str(error), ()
+    if isinstance(error, InferenceError):
+        return grpc.StatusCode.INTERNAL, str(error), ()
+    logger.error("unexpected error reached the gRPC edge", exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", ()
+
+
+class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
+    """Predict, StreamPredict and GetModelInfo over one shared MicroBatcher."""
+
+    def __init__(self, model: ModelDescription, batcher: MicroBatcher, limits: RequestLimits):
+        self._model = model
+        self._batcher = batcher
+        self._limits = limits
+
+    async def Predict(self, request, context) -> sentiment_pb2.PredictResponse:
+        try:
+            scores = await self._score_all(list(request.reviews), context)
+        except ServiceError as error:
+            code, message, trailers = status_of(error)
+            await context.abort(code, message, trailing_metadata=trailers)
+        return sentiment_pb2.PredictResponse(predictions=[self._prediction(s) for s in scores])
+
+    async def StreamPredict(
+        self, request_iterator, context
+    ) -> AsyncIterator[sentiment_pb2.StreamPredictResponse]:
+        # The reader queues reviews as they arrive so one stream fills batches; this
+        # generator answers in arrival order. The bounded `in_flight` queue stops the
+        # reader (and, by flow control, the client) when too many await results.
+        in_flight: asyncio.Queue = asyncio.Queue(maxsize=self._limits.max_reviews_per_request)
+        reader = asyncio.create_task(self._read_stream(request_iterator, in_flight, context))
+        try:
+            while True:
+                item = await in_flight.get()
+                if isinstance(item, _StreamEnd):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield await self._stream_result(*item)
+        finally:
+            reader.cancel()
+            while not in_flight.empty():  # the caller left: drop its queued reviews
+                item = in_flight.get_nowait()
+                if not isinstance(item, _StreamEnd) and isinstance(item[1], asyncio.Future):
+                    item[1].cancel()
+
+    async def GetModelInfo(self, request, context) -> sentiment_pb2.ModelInfo:
+        model = self._model
+        return sentiment_pb2.ModelInfo(
+            name=model.name,
+            version=model.version,
+            maxlen=model.maxlen,
+            vocabulary_size=model.vocabulary_size,
+            decision_threshold=model.decision_threshold,
+            metrics=model.metrics,
+            preset=model.preset,
+        )
+
+    # -- Predict -------------------------------------------------------------------
+
+    async def _score_all(self, reviews: list[str], context) -> list[float]:
+        limit = self._limits.max_reviews_per_request
+        if not reviews:
+            raise InvalidRequestError("the request has no reviews; send at least one")
+        if len(reviews) > limit:
+            raise InvalidRequestError(
+                f"the request has {len(reviews)} reviews; the limit is {limit} "
+                "(split it into several requests, or use StreamPredict)"
+            )
+        for index, review in enumerate(reviews):
+            problem = self._problem_with(review)
+            if problem is not None:
+                raise InvalidRequestError(problem.for_review(str(index)))
+        timeout_s = self._timeout_s(context)
+        futures = self._batcher.submit(reviews, deadline_s=time.monotonic() + timeout_s)
+        outcomes = await _gather_within(futures, timeout_s)
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InvalidReviewError):
+                raise InvalidRequestError(outcome.for_review(str(index)))
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes
+
+    # -- StreamPredict -------------------------------------------------------------
+
+    async def _read_stream(self, request_iterator, in_flight: asyncio.Queue, context) -> None:
+        try:
+            async for request in request_iterator:
+                await in_flight.put((request.id, self._submit_one(request, context)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the client's stream broke: end ours with its error
+            await in_flight.put(_StreamEnd(error))
+            return
+        await in_flight.put(_StreamEnd(None))
+
+    def _submit_one(self, request, context) -> tuple[asyncio.Future | ServiceError, float]:
+        """Queues one stream review; a refusal becomes that review's error, not the stream's."""
+        problem = self._problem_with(request.review)
+        if problem is not None:
+            return InvalidRequestError(problem.for_review(f"id {request.id!r}")), 0.0
+        timeout_s = self._timeout_s(context)
+        try:
+            (future,) = self._batcher.submit([request.review], time.monotonic() + timeout_s)
+        except ServiceError as error:
+            return error, 0.0
+        return future, time.monotonic() + timeout_s
+
+    async def _stream_result(
+        self, review_id: str, submitted: tuple[asyncio.Future | ServiceError, float]
+    ) -> sentiment_pb2.StreamPredictResponse:
+        outcome, deadline_s = submitted
+        if isinstance(outcome, asyncio.Future):
+            try:
+                (outcome,) = await _gather_within([outcome], deadline_s - time.monotonic())
+            except DeadlineExceededError as error:
+                outcome = error
+        if isinstance(outcome, InvalidReviewError):
+            outcome = InvalidRequestError(outcome.for_review(f"id {review_id!r}"))
+        if isinstance(outcome, BaseException):
+            code, message, _ = status_of(outcome)
+            error = sentiment_pb2.Error(code=code.value[0], message=message)
+            return sentiment_pb2.StreamPredictResponse(id=review_id, error=error)
+        return sentiment_pb2.StreamPredictResponse(
+            id=review_id, prediction=self._prediction(outcome)
+        )
+
+    # -- shared --------------------------------------------------------------------
+
+    def _problem_with(self, review: str) -> InvalidReviewError | None:
+        """Checks done before queuing: cheap, and no tokeniser sees an oversize review."""
+        if not review.strip():
+            return InvalidReviewError("is empty")
+        size_bytes = len(review.encode("utf-8"))
+        if size_bytes > self._limits.max_review_bytes:
+            return InvalidReviewError(
+                f"is {size_bytes} bytes; the limit is {self._limits.max_review_bytes} bytes"
+            )
+        return None
+
+    def _timeout_s(self, context) -> float:
+        """The server's default timeout, or the caller's deadline if that comes sooner."""
+        timeout_s = self._limits.default_timeout_ms / 1000
+        remaining_s = context.time_remaining()
+        return timeout_s if remaining_s is None else min(timeout_s, remaining_s)
+
+    def _prediction(self, score: float) -> sentiment_pb2.Prediction:
+        positive = score >= self._model.decision_threshold
+        return sentiment_pb2.Prediction(
+            label=sentiment_pb2.POSITIVE if positive else sentiment_pb2.NEGATIVE,
+            score=score,
+            model_version=self._model.version,
+        )
+
+
+@dataclass(frozen=True)
+class _StreamEnd:
+    error: BaseException | None
+
+
+async def _gather_within(futures: list[asyncio.Future], timeout_s: float) -> list:
+    """Results or exceptions; on timeout the futures are cancelled, so the batcher drops them."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.gather(*futures, return_exceptions=True), max(timeout_s, 0)
+        )
+    except asyncio.TimeoutError:
+        raise DeadlineExceededError(
+            f"no result within the deadline ({1000 * timeout_s:.0f} ms)"
+        ) from None
