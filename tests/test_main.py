@@ -1,0 +1,116 @@
+"""Server assembly: health and reflection, graceful drain, and the sentiment-server command."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from client import sentiment_pb2, sentiment_pb2_grpc
+from server.main import SERVICE_NAME, main
+from tests.test_servicer import HeldModel
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_health_is_serving_for_the_server_and_the_service(grpc_server):
+    with grpc.insecure_channel(grpc_server) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            request = health_pb2.HealthCheckRequest(service=service)
+            assert health.Check(request, timeout=10).status == SERVING
+
+
+def test_reflection_lists_the_services_unless_turned_off(grpc_server, start_server):
+    with grpc.insecure_channel(grpc_server) as channel:
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert SERVICE_NAME in services and "grpc.health.v1.Health" in services
+    with (
+        start_server(reflection=False) as running,
+        grpc.insecure_channel(running.target) as channel,
+    ):
+        with pytest.raises(grpc.RpcError) as raised:
+            ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_stop_says_not_serving_refuses_new_calls_and_finishes_in_flight_ones(start_server):
+    model = HeldModel()
+    with start_server(model=model) as running, grpc.insecure_channel(running.target) as channel:
+        stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=30
+        )
+        assert next(watch).status == SERVING
+        in_flight = stub.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
+        while not model.calls:
+            threading.Event().wait(0.01)
+        stopping = asyncio.run_coroutine_threadsafe(running.server.stop(grace_s=20), running._loop)
+        assert next(watch).status == NOT_SERVING
+        watch.cancel()  # an open Watch would otherwise hold the drain for the whole grace period
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Predict(sentiment_pb2.PredictRequest(reviews=["new"]), timeout=5)
+        model.release.set()
+        assert in_flight.result().predictions[0].score == pytest.approx(0.75)
+        stopping.result(timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert model.calls == [["x"]]
+
+
+def test_main_exits_2_naming_a_bad_setting(capsys):
+    assert main(["--port", "not-a-port"]) == 2
+    assert "--port='not-a-port' is not an integer" in capsys.readouterr().err
+
+
+def test_main_exits_1_when_there_is_no_model(tmp_path, caplog):
+    assert main(["--model-dir", str(tmp_path), "--port", "0", "--device", "cpu"]) == 1
+    assert f"no complete model version in {tmp_path}" in caplog.text
+
+
+def _installed_command() -> list[str]:
+    command = shutil.which("sentiment-server", path=str(Path(sys.executable).parent))
+    return [command] if command else [sys.executable, "-m", "server.main"]
+
+
+def test_installed_command_serves_then_drains_on_sigterm_and_exits_0(tiny_model_dir):
+    argv = ["--host", "127.0.0.1", "--port", "0", "--model-dir", str(tiny_model_dir)]
+    process = subprocess.Popen(
+        _installed_command() + argv + ["--device", "cpu", "--grace-s", "5"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stderr], daemon=True
+    ).start()
+    log = []
+    try:
+        while not (match := re.search(r"serving on 127\.0\.0\.1:(\d+)", "".join(log))):
+            log.append(lines.get(timeout=120))
+        with grpc.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+            stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            response = stub.Predict(sentiment_pb2.PredictRequest(reviews=["great"]), timeout=30)
+        assert response.predictions[0].model_version == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+    while not lines.empty():
+        log.append(lines.get())
+    text = "".join(log)
+    assert "runs on /CPU:0 (--device cpu)" in text
+    assert "stopped; batcher stats: batches=1 reviews=1" in text
