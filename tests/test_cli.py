@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from client import SentimentClient
 from client.cli import main
 from client.cli_io import InputError, ResultWriter, read_jsonl, read_lines
 from client.errors import error_for_status
@@ -204,6 +207,27 @@ def test_stream_returns_one_result_per_line_in_input_order(grpc_server, capsys, 
     for record, expected in zip(streamed, predicted, strict=True):
         _check_prediction(record)
         assert record["score"] == pytest.approx(expected["score"], abs=1e-4)
+
+
+def test_stream_of_25000_reviews_returns_25000_results_in_input_order(grpc_server, tmp_path):
+    # The acceptance run, at the test set's size: every result must line up with its
+    # review, which the scores of a Predict call for the same reviews would show.
+    words = "great awful loved boring fun dull the film plot was and it".split()
+    rng = random.Random(0)
+    reviews = [" ".join(rng.choices(words, k=rng.randint(3, 30))) for _ in range(25_000)]
+    path = tmp_path / "reviews.txt"
+    path.write_text("\n".join(reviews) + "\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--target", grpc_server, "stream", str(path)]) == 0
+    streamed = [json.loads(line)["score"] for line in out.getvalue().splitlines()]
+    with SentimentClient(grpc_server) as client:
+        expected = [
+            p.score for i in range(0, 25_000, 250) for p in client.predict(reviews[i : i + 250])
+        ]
+    assert len(streamed) == 25_000
+    assert len(set(expected)) > 100  # enough distinct scores for a shuffle to show
+    assert streamed == pytest.approx(expected, abs=1e-4)
 
 
 def test_stream_reports_a_bad_review_in_place_and_exits_1(grpc_server, capsys, monkeypatch):
