@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -99,11 +101,16 @@ class FakeSentimentService(sentiment_pb2_grpc.SentimentServiceServicer):
 
 
 @contextlib.contextmanager
-def serve(service: FakeSentimentService) -> Iterator[str]:
-    """Runs `service` on 127.0.0.1 port 0; yields its target."""
+def serve(
+    service: FakeSentimentService, credentials: grpc.ServerCredentials | None = None
+) -> Iterator[str]:
+    """Runs `service` on 127.0.0.1 port 0 (with TLS given credentials); yields its target."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     try:
         yield f"127.0.0.1:{port}"
@@ -116,3 +123,61 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def make_test_pki(directory: Path) -> dict[str, Path]:
+    """A throwaway CA with server (127.0.0.1) and client certificates, made with openssl."""
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "server", "client")}
+    keys = {name: directory / f"{name}.key" for name in paths}
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(
+        "req",
+        "-x509",
+        *ec_key,
+        "-keyout",
+        str(keys["ca"]),
+        "-out",
+        str(paths["ca"]),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+    )
+    for name in ("server", "client"):
+        csr = directory / f"{name}.csr"
+        openssl(
+            "req", *ec_key, "-keyout", str(keys[name]), "-out", str(csr), "-subj", f"/CN={name}"
+        )
+        extensions = directory / f"{name}.ext"
+        extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(paths["ca"]),
+            "-CAkey",
+            str(keys["ca"]),
+            "-CAcreateserial",
+            "-out",
+            str(paths[name]),
+            "-days",
+            "1",
+            "-extfile",
+            str(extensions),
+        )
+    return {**paths, **{f"{name}_key": key for name, key in keys.items()}}
+
+
+def mtls_server_credentials(pki: dict[str, Path]) -> grpc.ServerCredentials:
+    """Server credentials that demand a client certificate signed by the test CA."""
+    return grpc.ssl_server_credentials(
+        [(pki["server_key"].read_bytes(), pki["server"].read_bytes())],
+        root_certificates=pki["ca"].read_bytes(),
+        require_client_auth=True,
+    )

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,13 @@ from client.cli import main
 from client.cli_io import InputError, ResultWriter, read_jsonl, read_lines
 from client.errors import error_for_status
 from client.types import ModelInfo, Prediction, StreamResult
-from tests.fake_sentiment_service import closed_port
+from tests.fake_sentiment_service import (
+    FakeSentimentService,
+    closed_port,
+    make_test_pki,
+    mtls_server_credentials,
+    serve,
+)
 
 POSITIVE_REVIEW = "a great wonderful superb film, loved it"
 NEGATIVE_REVIEW = "an awful boring terrible waste, hated it"
@@ -133,6 +140,28 @@ def test_unreachable_server_exits_1_naming_the_status_and_target(capsys):
     assert main(["--target", target, "--no-retry", "info"]) == 1
     line = _one_error_line(capsys)
     assert "UNAVAILABLE" in line and target in line
+
+
+def test_tls_and_token_options_reach_the_server(capsys, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    pki = make_test_pki(tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    service = FakeSentimentService()
+    with serve(service, mtls_server_credentials(pki)) as target:
+        argv = ["--target", target, "--tls-ca", str(pki["ca"]), "--tls-cert", str(pki["client"])]
+        argv += ["--tls-key", str(pki["client_key"]), "--token-file", str(token_file)]
+        assert main([*argv, "predict", "good"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] == "POSITIVE"
+    assert service.metadata[0]["authorization"] == "Bearer s3cret"
+
+
+def test_empty_token_file_is_a_usage_error(capsys, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("\n")
+    assert main(["--token-file", str(token_file), "info"]) == 2
+    assert "is empty" in _one_error_line(capsys)
 
 
 def test_help_exits_0(capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import time
 
 import grpc
@@ -33,7 +34,14 @@ from client.types import (
     review_list,
     split_review,
 )
-from tests.fake_sentiment_service import MODEL_VERSION, FakeSentimentService, closed_port, serve
+from tests.fake_sentiment_service import (
+    MODEL_VERSION,
+    FakeSentimentService,
+    closed_port,
+    make_test_pki,
+    mtls_server_credentials,
+    serve,
+)
 
 # --- errors ---------------------------------------------------------------------------------
 
@@ -255,6 +263,33 @@ def test_token_is_sent_as_bearer_metadata_on_every_call():
         client.model_info()
         list(client.stream(["good"]))
     assert [m.get("authorization") for m in service.metadata] == ["Bearer s3cret"] * 3
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_mutual_tls_with_a_client_certificate(pki):
+    tls = TlsConfig(str(pki["ca"]), str(pki["client"]), str(pki["client_key"]))
+    with serve(FakeSentimentService(), mtls_server_credentials(pki)) as target:
+        with SentimentClient(target, tls=tls) as client:
+            assert client.model_info().version == MODEL_VERSION
+
+
+def test_mutual_tls_server_refuses_a_client_without_certificate(pki):
+    with serve(FakeSentimentService(), mtls_server_credentials(pki)) as target:
+        with SentimentClient(target, tls=TlsConfig(str(pki["ca"])), retry=None) as client:
+            with pytest.raises(UnavailableError):
+                client.model_info()
+
+
+def test_unreadable_certificate_file_is_an_os_error_naming_it(tmp_path):
+    missing = tmp_path / "missing-ca.pem"
+    with pytest.raises(FileNotFoundError, match="missing-ca.pem"):
+        SentimentClient("127.0.0.1:1", tls=TlsConfig(str(missing)))
 
 
 def test_stream_pipelines_and_returns_results_in_input_order():
