@@ -23,6 +23,7 @@ from client import sentiment_pb2, sentiment_pb2_grpc
 from server.batcher import BatcherStats, MicroBatcher
 from server.config import ServerConfig, describe, load_config
 from server.errors import StartupError
+from server.metrics import BatcherCollector, MetricsServer, start_metrics_server
 from server.servicer import RequestLimits, SentimentServicer
 
 if TYPE_CHECKING:  # server.model imports TensorFlow: seconds, so only when serving
@@ -42,9 +43,22 @@ class SentimentServer:
     health: health.aio.HealthServicer
     model: ServingModel
     config: ServerConfig
+    metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         await self.grpc_server.start()
+        if self.config.metrics_port:
+            collector = BatcherCollector(self.batcher.stats, self.model.name, self.model.version)
+            try:
+                self.metrics = start_metrics_server(
+                    self.config.host, self.config.metrics_port, collector
+                )
+            except OSError as exc:
+                await self.grpc_server.stop(0)
+                raise StartupError(
+                    f"cannot serve metrics on {self.config.host}:{self.config.metrics_port}: {exc}"
+                ) from exc
+            logger.info("Prometheus metrics on port %d at /metrics", self.metrics.port)
         # SERVING only now: the model was warmed up before the server was built.
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -56,6 +70,9 @@ class SentimentServer:
         # In-flight calls still need the batcher, so it closes after the server stops.
         await self.grpc_server.stop(grace_s)
         await self.batcher.close(drain_timeout_s=0)
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         logger.info("stopped; batcher stats: %s", self.batcher.stats().summary())
 
     async def wait_for_termination(self) -> None:

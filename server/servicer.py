@@ -107,6 +107,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
                 yield await self._stream_result(*item)
         finally:
             reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
             while not in_flight.empty():  # the caller left: drop its queued reviews
                 item = in_flight.get_nowait()
                 if not isinstance(item, _StreamEnd) and isinstance(item[1], asyncio.Future):
