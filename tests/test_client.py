@@ -249,6 +249,16 @@ def test_retries_unavailable_and_overloaded_within_the_deadline():
     assert service.predict_calls == 3
 
 
+def test_retries_stop_at_the_callers_deadline():
+    service = FakeSentimentService(fail_first=[grpc.StatusCode.UNAVAILABLE] * 10)
+    slow = RetryPolicy(max_attempts=5, initial_backoff_s=2.0, max_backoff_s=2.0)
+    with fake_client(service, retry=slow, timeout_s=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises((DeadlineExceededError, UnavailableError)):
+            client.predict(["good"])
+        assert time.monotonic() - started < 1.5  # not the 8 s that 4 full backoffs would take
+
+
 def test_without_retries_the_first_failure_is_raised():
     service = FakeSentimentService(fail_first=[grpc.StatusCode.RESOURCE_EXHAUSTED])
     with fake_client(service, retry=None) as client, pytest.raises(OverloadedError):
