@@ -104,14 +104,14 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
                     if item.error is not None:
                         raise item.error
                     return
-                yield await self._stream_result(*item)
+                yield await self._stream_result(item)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             while not in_flight.empty():  # the caller left: drop its queued reviews
                 item = in_flight.get_nowait()
-                if not isinstance(item, _StreamEnd) and isinstance(item[1], asyncio.Future):
-                    item[1].cancel()
+                if isinstance(item, _StreamItem) and isinstance(item.outcome, asyncio.Future):
+                    item.outcome.cancel()
 
     async def GetModelInfo(self, request, context) -> sentiment_pb2.ModelInfo:
         model = self._model
@@ -142,7 +142,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
                 raise InvalidRequestError(problem.for_review(str(index)))
         timeout_s = self._timeout_s(context)
         futures = self._batcher.submit(reviews, deadline_s=time.monotonic() + timeout_s)
-        outcomes = await _gather_within(futures, timeout_s)
+        outcomes = await _outcomes_within(futures, timeout_s)
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidReviewError):
                 raise InvalidRequestError(outcome.for_review(str(index)))
@@ -155,7 +155,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
     async def _read_stream(self, request_iterator, in_flight: asyncio.Queue, context) -> None:
         try:
             async for request in request_iterator:
-                await in_flight.put((request.id, self._submit_one(request, context)))
+                await in_flight.put(self._submit_one(request, context))
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the client's stream broke: end ours with its error
@@ -163,25 +163,25 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             return
         await in_flight.put(_StreamEnd(None))
 
-    def _submit_one(self, request, context) -> tuple[asyncio.Future | ServiceError, float]:
+    def _submit_one(self, request, context) -> _StreamItem:
         """Queues one stream review; a refusal becomes that review's error, not the stream's."""
         problem = self._problem_with(request.review)
         if problem is not None:
-            return InvalidRequestError(problem.for_review(f"id {request.id!r}")), 0.0
-        timeout_s = self._timeout_s(context)
+            return _StreamItem(
+                request.id, InvalidRequestError(problem.for_review(f"id {request.id!r}"))
+            )
+        deadline_s = time.monotonic() + self._timeout_s(context)
         try:
-            (future,) = self._batcher.submit([request.review], time.monotonic() + timeout_s)
+            (future,) = self._batcher.submit([request.review], deadline_s)
         except ServiceError as error:
-            return error, 0.0
-        return future, time.monotonic() + timeout_s
+            return _StreamItem(request.id, error)
+        return _StreamItem(request.id, future, deadline_s)
 
-    async def _stream_result(
-        self, review_id: str, submitted: tuple[asyncio.Future | ServiceError, float]
-    ) -> sentiment_pb2.StreamPredictResponse:
-        outcome, deadline_s = submitted
+    async def _stream_result(self, item: _StreamItem) -> sentiment_pb2.StreamPredictResponse:
+        review_id, outcome = item.review_id, item.outcome
         if isinstance(outcome, asyncio.Future):
             try:
-                (outcome,) = await _gather_within([outcome], deadline_s - time.monotonic())
+                (outcome,) = await _outcomes_within([outcome], item.deadline_s - time.monotonic())
             except DeadlineExceededError as error:
                 outcome = error
         if isinstance(outcome, InvalidReviewError):
@@ -223,17 +223,32 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
 
 
 @dataclass(frozen=True)
+class _StreamItem:
+    """One stream review in arrival order: its future, or the error that kept it out."""
+
+    review_id: str
+    outcome: asyncio.Future | ServiceError
+    deadline_s: float = 0.0  # time.monotonic(); only for a future
+
+
+@dataclass(frozen=True)
 class _StreamEnd:
+    """The client's stream ended: cleanly (error None) or broken."""
+
     error: BaseException | None
 
 
-async def _gather_within(futures: list[asyncio.Future], timeout_s: float) -> list:
-    """Results or exceptions; on timeout the futures are cancelled, so the batcher drops them."""
+async def _outcomes_within(futures: list[asyncio.Future], timeout_s: float) -> list:
+    """Each future's result or exception, waiting at most timeout_s.
+
+    On timeout, or if the caller goes away, the unfinished futures are
+    cancelled so the batcher drops their reviews before inference.
+    """
     try:
-        return await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), max(timeout_s, 0)
-        )
-    except asyncio.TimeoutError:
-        raise DeadlineExceededError(
-            f"no result within the deadline ({1000 * timeout_s:.0f} ms)"
-        ) from None
+        _, pending = await asyncio.wait(futures, timeout=max(timeout_s, 0))
+    finally:
+        for future in futures:
+            future.cancel()  # a no-op for finished ones
+    if pending:
+        raise DeadlineExceededError(f"no result within the deadline ({1000 * timeout_s:.0f} ms)")
+    return [f.exception() or f.result() for f in futures]

@@ -213,3 +213,73 @@ def test_expired_work_is_dropped_before_inference(start_server):
     assert server_default.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert client_deadline.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert model.calls == [["x"], ["after"]]
+
+
+class FailingModel(HeldModel):
+    def predict(self, reviews):
+        self.calls.append(list(reviews))
+        raise RuntimeError("device lost")
+
+
+def test_a_failed_batch_fails_its_callers_with_internal_and_a_clear_message(start_server):
+    with start_server(model=FailingModel()) as running:
+        with grpc.insecure_channel(running.target) as channel:
+            failing = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as unary:
+                predict(failing, ["a", "b"])
+            (streamed,) = stream(failing, [("s1", "c")])
+    assert unary.value.code() == grpc.StatusCode.INTERNAL
+    assert "the model failed on a batch of 2 reviews: device lost" in unary.value.details()
+    assert streamed.id == "s1" and streamed.error.code == grpc.StatusCode.INTERNAL.value[0]
+    assert "device lost" in streamed.error.message
+
+
+def test_a_full_queue_fails_only_the_stream_reviews_that_did_not_fit(start_server):
+    model = HeldModel()
+    settings = {"queue_capacity": 2, "max_batch_size": 2, "max_reviews_per_request": 2}
+    with start_server(model=model, **settings) as running:
+        with grpc.insecure_channel(running.target) as channel:
+            held = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            first = held.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
+            while not model.calls:
+                threading.Event().wait(0.01)
+            requests = [sentiment_pb2.StreamPredictRequest(id=str(i), review="r") for i in range(3)]
+            responses = held.StreamPredict(iter(requests), timeout=30)
+            while running.server.stats().rejected_full < 1:
+                threading.Event().wait(0.01)
+            model.release.set()
+            results = list(responses)
+            first.result()
+    assert [r.id for r in results] == ["0", "1", "2"]
+    assert [r.WhichOneof("result") for r in results] == ["prediction", "prediction", "error"]
+    assert results[2].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert "retry after about" in results[2].error.message
+
+
+def test_a_cancelled_stream_drops_its_queued_reviews(start_server):
+    model = HeldModel()
+    with start_server(model=model) as running:
+        with grpc.insecure_channel(running.target) as channel:
+            held = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            first = held.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
+            while not model.calls:
+                threading.Event().wait(0.01)
+            requests = [sentiment_pb2.StreamPredictRequest(id="s", review="gone")] * 3
+            leaving = held.StreamPredict(iter(requests), timeout=30)
+            while running.server.stats().queue_depth < 3:
+                threading.Event().wait(0.01)
+            leaving.cancel()
+            threading.Event().wait(0.2)  # let the server see the cancellation
+            model.release.set()
+            first.result()
+            assert predict(held, ["after"]).predictions[0].score == pytest.approx(0.75)
+    assert model.calls == [["x"], ["after"]]
+
+
+def test_a_message_over_the_receive_limit_is_refused_by_grpc(start_server):
+    with start_server(max_reviews_per_request=2, max_review_bytes=1000) as running:
+        with grpc.insecure_channel(running.target) as channel:
+            limited = sentiment_pb2_grpc.SentimentServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                predict(limited, ["word " * 20_000])  # 100 kB, above 2 x 1000 B + overhead
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
