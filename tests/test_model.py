@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.errors import InvalidReviewError, ModelLoadError, StartupError
 from server.model import ServingModel, find_latest_version, flatten_metrics
@@ -134,3 +136,24 @@ def test_new_batch_shapes_do_not_retrace(serving_model):
 def test_flatten_metrics_keeps_numbers_only():
     flat = flatten_metrics({"test": {"accuracy": 0.9, "note": "x", "ok": True}, "loss": 1})
     assert flat == {"test.accuracy": 0.9, "loss": 1.0}
+
+
+_WORDS = "great awful the movie plot boring superb zzz !!! <br /> , fun dull qq.".split()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(_WORDS), min_size=0, max_size=90).map(" ".join),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_any_batch_scores_each_review_as_if_alone(serving_model, reviews):
+    batched = serving_model.predict(reviews)
+    for review, result in zip(reviews, batched, strict=True):
+        (single,) = serving_model.predict([review])
+        if isinstance(single, InvalidReviewError):
+            assert isinstance(result, InvalidReviewError)
+        else:
+            assert result == pytest.approx(single, abs=1e-5, rel=0)
