@@ -5,6 +5,7 @@
     sentiment-client predict --jsonl --file reviews.jsonl    # {"id": ..., "text": ...} per line
     sentiment-client stream reviews.txt                      # or `-` (the default) for stdin
     sentiment-client --format table info
+    sentiment-client bench --mode stream --input reviews.txt --concurrency 16 --procs 2
 
 Output is one JSON object per line ({"id"?, "label", "score"}, or {"id"?, "error"} for a
 review the server refused in a stream). Exit status: 0 done; 1 the service failed, or
@@ -16,12 +17,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
-from client.cli_io import FORMATS, InputError, ResultWriter, read_jsonl, read_lines
+from client.bench import MODES, BenchConfig, run_bench
+from client.cli_io import (
+    FORMATS,
+    InputError,
+    ResultWriter,
+    format_bench_report,
+    read_jsonl,
+    read_lines,
+)
 from client.config import DEFAULT_TARGET, TlsConfig, read_token_file
 from client.errors import InvalidReviewError, SentimentError, UnavailableError
 from client.sync_client import SentimentClient
@@ -123,6 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe the model being served")
     _add_connection_options(info, defaults=False)
     info.set_defaults(run=_info)
+
+    bench = commands.add_parser("bench", help="load-test the server, in the spirit of ghz")
+    _add_connection_options(bench, defaults=False)
+    bench.add_argument("--mode", choices=MODES, default="unary", help="unary: 1 review per Predict")
+    bench.add_argument("--concurrency", type=_positive(int), default=8, metavar="N")
+    bench.add_argument("--duration-s", type=_positive(float), metavar="S", help="default 10")
+    bench.add_argument(
+        "--requests", type=_positive(int), metavar="N", help="RPCs (stream: reviews)"
+    )
+    bench.add_argument("--reviews-per-request", type=_positive(int), default=16, metavar="N")
+    bench.add_argument("--stream-window", type=_positive(int), default=16, metavar="N")
+    bench.add_argument("--input", metavar="FILE", help="real reviews, one per line")
+    bench.add_argument("--procs", type=_positive(int), default=1, metavar="N")
+    bench.add_argument("--max-duration-s", type=_positive(float), default=600.0, metavar="S")
+    bench.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    bench.set_defaults(run=_bench)
     return parser
 
 
@@ -133,8 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error argparse has already reported
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     try:
-        with _client(args) as client:
-            return args.run(args, client, sys.stdout)
+        return args.run(args, sys.stdout)
     except UnavailableError as exc:
         return _fail(EXIT_FAILED, f"{exc} (target {args.target})")
     except SentimentError as exc:
@@ -147,19 +172,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except ValueError as exc:  # a setting the library refused; the message names it
         return _fail(EXIT_USAGE, str(exc))
+    except TimeoutError as exc:  # a bench process that never started or finished
+        return _fail(EXIT_FAILED, str(exc))
     except KeyboardInterrupt:
         return _fail(EXIT_INTERRUPTED, "interrupted")
 
 
-def _client(args: argparse.Namespace) -> SentimentClient:
+def _security(args: argparse.Namespace) -> tuple[TlsConfig | None, str | None]:
     tls = None
     if args.tls_ca or args.tls_cert or args.tls_key:
         tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key)
-    settings: dict = {
-        "timeout_s": args.timeout,
-        "tls": tls,
-        "token": read_token_file(args.token_file) if args.token_file else None,
-    }
+    return tls, read_token_file(args.token_file) if args.token_file else None
+
+
+def _client(args: argparse.Namespace) -> SentimentClient:
+    tls, token = _security(args)
+    settings: dict = {"timeout_s": args.timeout, "tls": tls, "token": token}
     if args.no_retry:
         settings["retry"] = None
     if args.command == "stream":
@@ -168,13 +196,13 @@ def _client(args: argparse.Namespace) -> SentimentClient:
     return SentimentClient(args.target, **settings)
 
 
-def _predict(args: argparse.Namespace, client: SentimentClient, out: TextIO) -> int:
+def _predict(args: argparse.Namespace, out: TextIO) -> int:
     if bool(args.texts) == bool(args.file):
         raise InputError("give reviews as TEXT arguments or with --file, not both or neither")
     if args.jsonl and not args.file:
         raise InputError("--jsonl reads --file; TEXT arguments are plain reviews")
     writer = ResultWriter(out, args.format, with_ids=args.jsonl)
-    with _open_input(args.file) as lines:
+    with _client(args) as client, _open_input(args.file) as lines:
         if args.jsonl:
             records = read_jsonl(lines, args.file)
         elif args.file:
@@ -199,10 +227,10 @@ def _predict(args: argparse.Namespace, client: SentimentClient, out: TextIO) -> 
     return EXIT_OK
 
 
-def _stream(args: argparse.Namespace, client: SentimentClient, out: TextIO) -> int:
+def _stream(args: argparse.Namespace, out: TextIO) -> int:
     writer = ResultWriter(out, args.format, with_ids=args.jsonl)
     failed, first_failure, count = 0, "", 0
-    with _open_input(args.file) as lines:
+    with _client(args) as client, _open_input(args.file) as lines:
         reviews = read_jsonl(lines, args.file) if args.jsonl else read_lines(lines, args.file)
         for count, result in enumerate(client.stream(reviews), 1):
             writer.stream_result(result)
@@ -216,9 +244,33 @@ def _stream(args: argparse.Namespace, client: SentimentClient, out: TextIO) -> i
     return EXIT_OK
 
 
-def _info(args: argparse.Namespace, client: SentimentClient, out: TextIO) -> int:
-    ResultWriter(out, args.format).model_info(client.model_info())
+def _info(args: argparse.Namespace, out: TextIO) -> int:
+    with _client(args) as client:
+        ResultWriter(out, args.format).model_info(client.model_info())
     return EXIT_OK
+
+
+def _bench(args: argparse.Namespace, out: TextIO) -> int:
+    tls, token = _security(args)
+    config = BenchConfig(
+        args.target,
+        mode=args.mode,
+        concurrency=args.concurrency,
+        duration_s=args.duration_s,
+        requests=args.requests,
+        reviews_per_request=args.reviews_per_request,
+        stream_window=args.stream_window,
+        procs=args.procs,
+        input_path=args.input,
+        timeout_s=args.timeout,
+        max_duration_s=args.max_duration_s,
+        tls=tls,
+        token=token,
+    )
+    result = run_bench(config)
+    out.write(json.dumps(result) + "\n" if args.json else format_bench_report(result))
+    # A run in which nothing succeeded measured nothing; a few failures under load are data.
+    return EXIT_OK if result["rpcs"] else EXIT_FAILED
 
 
 @contextlib.contextmanager

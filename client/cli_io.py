@@ -117,3 +117,21 @@ class ResultWriter:
     def _table_line(self, number: str, review_id: str, verdict: str, detail: str) -> str:
         id_column = f"{review_id:<16}  " if self._with_ids else ""
         return f"{number:>6}  {id_column}{verdict:<8}  {detail}\n"
+
+
+def format_bench_report(result: dict) -> str:
+    """A bench result (client.bench.run_bench) as a short report for people."""
+    config = result["config"]
+    latency = result["latency_ms"]
+    errors = ", ".join(f"{code} {count}" for code, count in result["errors"].items()) or "none"
+    lines = [
+        f"target      {config['target']}  mode {config['mode']}, concurrency "
+        f"{config['concurrency']} over {config['procs']} process(es)",
+        f"elapsed     {result['elapsed_s']:.2f} s",
+        f"RPCs        {result['rpcs']} ok  {result['rpc_per_s']:.1f} RPC/s",
+        f"reviews     {result['reviews']} ok  {result['reviews_per_s']:.1f} reviews/s",
+        "latency ms  "
+        + "  ".join(f"{name} {latency[name]:.2f}" for name in ("p50", "p90", "p99", "max")),
+        f"errors      {errors}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -64,10 +64,15 @@ _CLASS_BY_CODE: dict[grpc.StatusCode, type[SentimentError]] = {
 }
 
 
+def status_code(number: int) -> grpc.StatusCode:
+    """The grpc.StatusCode for a number as the proto's Error carries it (UNKNOWN if none)."""
+    return _CODES_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
 def error_for_status(code: grpc.StatusCode | int, message: str) -> SentimentError:
     """The exception for a status code, given as grpc.StatusCode or its number (proto Error)."""
     if not isinstance(code, grpc.StatusCode):
-        code = _CODES_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+        code = status_code(code)
     return _CLASS_BY_CODE.get(code, SentimentError)(code, message)
 
 
