@@ -105,11 +105,11 @@ class MicroBatcher:
         max_delay_ms: float,
         queue_capacity: int,
     ):
-        if not isinstance(max_batch_size, int) or max_batch_size < 1:
+        if type(max_batch_size) is not int or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
         if not isinstance(max_delay_ms, (int, float)) or not 0 <= max_delay_ms < math.inf:
             raise ValueError(f"max_delay_ms must be a finite number >= 0, got {max_delay_ms!r}")
-        if not isinstance(queue_capacity, int) or queue_capacity < 1:
+        if type(queue_capacity) is not int or queue_capacity < 1:
             raise ValueError(f"queue_capacity must be an integer >= 1, got {queue_capacity!r}")
         self._predict = predict
         self.max_batch_size = max_batch_size
@@ -191,10 +191,12 @@ class MicroBatcher:
     # -- the batching loop ---------------------------------------------------------
 
     def _ensure_running(self) -> None:
-        if self._task is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="inference"
-            )
+        # done(): a loop that died of a bug is restarted rather than left to strand callers.
+        if self._task is None or self._task.done():
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="inference"
+                )
             self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def _run(self) -> None:
@@ -286,10 +288,11 @@ class MicroBatcher:
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():  # the caller went away during inference
                     continue
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
+                outcome = _as_outcome(result)
+                if isinstance(outcome, BaseException):
+                    pending.future.set_exception(outcome)
                 else:
-                    pending.future.set_result(float(result))
+                    pending.future.set_result(outcome)
         finally:
             finished_s = time.monotonic()
             self._idle_since_s = finished_s
@@ -314,6 +317,16 @@ class MicroBatcher:
         batches_ahead = math.ceil(len(self._queue) / self.max_batch_size)
         batch_ms = self._stats.mean_inference_ms or self.max_delay_ms
         return max(1, math.ceil(batches_ahead * max(batch_ms, self.max_delay_ms)))
+
+
+def _as_outcome(result: object) -> float | BaseException:
+    """A model result as a score or an exception; never raises, so no future is left behind."""
+    if isinstance(result, BaseException):
+        return result
+    try:
+        return float(result)
+    except (TypeError, ValueError):
+        return InferenceError(f"the model returned {result!r} instead of a score")
 
 
 def _fail(pending: PendingReview, error: BaseException) -> None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # server.model imports TensorFlow: seconds, so only when serv
 
 logger = logging.getLogger("server")
 
-SERVICE_NAME = "sentiment.v1.SentimentService"
+SERVICE_NAME = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name
 
 
 @dataclass
@@ -90,6 +90,7 @@ async def create_server(
     Call inside the event loop that will run the server.
     """
     if model is None:
+        # Blocks the loop for seconds, but nothing else runs on it before start().
         model = load_model(config)
     batcher = MicroBatcher(
         model.predict,
@@ -118,7 +119,7 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     if config.reflection:
         names = (
-            sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name,
+            SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -137,7 +138,7 @@ def load_model(config: ServerConfig) -> ServingModel:
     model = ServingModel.load_latest(config.model_dir, config.device)
     warm_up_s = model.warm_up()
     logger.info(
-        "model %s loaded from %s; runs on %s (--device %s); warmed up in %.2f s",
+        "loaded model %s from %s; it runs on %s (--device %s); warm-up took %.2f s",
         model.describe(),
         model.path,
         model.device,
@@ -191,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         logger.error("cannot start: %s", exc)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        logger.info("interrupted during start-up")
+        return 130
     return 0
 
 

@@ -196,7 +196,7 @@ class ServingModel:
         return time.monotonic() - started_s
 
     def describe(self) -> str:
-        return f"{self.name} version {self.version} (preset {self.preset or '?'}) on {self.device}"
+        return f"{self.name} version {self.version} (preset {self.preset or '?'})"
 
 
 def load_keras_model(path: Path, device: str):

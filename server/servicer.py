@@ -84,9 +84,9 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
     async def Predict(self, request, context) -> sentiment_pb2.PredictResponse:
         try:
             scores = await self._score_all(list(request.reviews), context)
-        except ServiceError as error:
+        except Exception as error:  # a ServiceError, or a bug that status_of logs
             code, message, trailers = status_of(error)
-            await context.abort(code, message, trailing_metadata=trailers)
+            await context.abort(code, message, trailing_metadata=trailers)  # raises
         return sentiment_pb2.PredictResponse(predictions=[self._prediction(s) for s in scores])
 
     async def StreamPredict(

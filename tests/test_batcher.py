@@ -293,3 +293,15 @@ def test_stats_count_batches_and_separate_queue_from_inference_time():
 def test_bad_settings_are_refused_by_name(setting, value):
     with pytest.raises(ValueError, match=f"{setting} must be .* got {value}"):
         make_batcher(FakeModel(), **{setting: value})
+
+
+def test_a_result_that_is_not_a_score_fails_only_its_caller():
+    async def scenario():
+        batcher = make_batcher(lambda reviews: [0.25, None, "0.5"])
+        outcomes = await asyncio.gather(*batcher.submit(["a", "b", "c"]), return_exceptions=True)
+        await batcher.close()
+        return outcomes
+
+    first, second, third = run(scenario())
+    assert (first, third) == (0.25, 0.5)
+    assert isinstance(second, InferenceError) and "returned None instead of a score" in str(second)
