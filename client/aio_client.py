@@ -110,7 +110,7 @@ class AsyncSentimentClient:
         call once the generator is closed (`contextlib.aclosing` makes that prompt).
         """
         call = self._stub.StreamPredict(
-            timeout=self.config.stream_timeout_s if stream_timeout_s is None else stream_timeout_s,
+            timeout=self._timeout(stream_timeout_s, "stream_timeout_s"),
             metadata=self._metadata,
         )
         ledger = StreamLedger()
@@ -153,11 +153,12 @@ class AsyncSentimentClient:
                     f"with {ledger.unanswered} reviews unanswered",
                 )
 
-    def _timeout(self, timeout_s: float | None) -> float:
-        if timeout_s is None:
-            return self.config.timeout_s
-        positive("timeout_s", timeout_s)
-        return timeout_s
+    def _timeout(self, value_s: float | None, name: str = "timeout_s") -> float:
+        """A call's own deadline setting, checked; the client's setting when it has none."""
+        if value_s is None:
+            return getattr(self.config, name)
+        positive(name, value_s)
+        return value_s
 
 
 async def _write(

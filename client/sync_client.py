@@ -134,7 +134,7 @@ class SentimentClient:
 
         call = self._stub.StreamPredict(
             requests(),
-            timeout=self.config.stream_timeout_s if stream_timeout_s is None else stream_timeout_s,
+            timeout=self._timeout(stream_timeout_s, "stream_timeout_s"),
             metadata=self._metadata,
         )
         watchdog = _StreamWatchdog(ledger, self.config.timeout_s, call.cancel, closed)
@@ -159,11 +159,12 @@ class SentimentClient:
         if ledger.unanswered:
             raise ProtocolError(f"the stream ended with {ledger.unanswered} reviews unanswered")
 
-    def _timeout(self, timeout_s: float | None) -> float:
-        if timeout_s is None:
-            return self.config.timeout_s
-        positive("timeout_s", timeout_s)
-        return timeout_s
+    def _timeout(self, value_s: float | None, name: str = "timeout_s") -> float:
+        """A call's own deadline setting, checked; the client's setting when it has none."""
+        if value_s is None:
+            return getattr(self.config, name)
+        positive(name, value_s)
+        return value_s
 
 
 class _StreamWatchdog:

@@ -211,6 +211,14 @@ def test_predict_returns_one_prediction_per_review_in_order():
     assert {p.id for p in predictions} == {None}
 
 
+def test_per_call_deadlines_are_checked_by_name():
+    with fake_client() as client:
+        with pytest.raises(ValueError, match="timeout_s must be a positive number"):
+            client.predict(["good"], timeout_s=0)
+        with pytest.raises(ValueError, match="stream_timeout_s"):
+            next(client.stream(["good"], stream_timeout_s=-1))
+
+
 def test_predict_of_nothing_makes_no_call():
     service = FakeSentimentService()
     with fake_client(service) as client:
