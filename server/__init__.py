@@ -1,0 +1,1 @@
+"""gRPC sentiment inference server: settings, micro-batcher, serving model and the gRPC edge."""
