@@ -339,7 +339,7 @@ def _merge(config: BenchConfig, parts: list[dict]) -> dict:
     settings.pop("token")  # a secret has no place in a report
     return {
         "config": settings,
-        "elapsed_s": round(elapsed_s, 3),
+        "elapsed_s": round(elapsed_s, 4),
         "rpcs": rpcs,
         "reviews": reviews,
         "rpc_per_s": round(rpcs / elapsed_s, 2) if elapsed_s > 0 else 0.0,
