@@ -60,7 +60,7 @@ class BatcherStats:
     dropped_cancelled: int = 0
     dropped_expired: int = 0
     rejected_full: int = 0  # reviews refused because the queue was full
-    queue_depth: int = 0
+    queue_depth: int = 0  # reviews waiting now, not counting callers that left
     queue_wait_s_total: float = 0.0  # summed over reviews that reached the model
     inference_s_total: float = 0.0  # summed over batches
     max_batch_size_seen: int = 0
@@ -161,7 +161,9 @@ class MicroBatcher:
 
     def stats(self) -> BatcherStats:
         """A snapshot of the counters."""
-        return dataclasses.replace(self._stats, queue_depth=len(self._queue))
+        # Only reviews whose callers are still waiting: cancelled ones are dropped lazily.
+        waiting = sum(1 for p in self._queue if not p.future.done())
+        return dataclasses.replace(self._stats, queue_depth=waiting)
 
     async def close(self, drain_timeout_s: float | None = None) -> None:
         """Refuses new reviews, scores what is queued (up to `drain_timeout_s`), then stops.

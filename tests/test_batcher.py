@@ -38,6 +38,11 @@ class FakeModel:
             ValueError(f"{r} is bad") if r.startswith("bad") else float(len(r)) for r in reviews
         ]
 
+    def hold(self) -> None:
+        """Holds the next call, and forgets that an earlier one started."""
+        self.release.clear()
+        self.started.clear()
+
     async def wait_until_busy(self) -> None:
         assert await asyncio.to_thread(self.started.wait, 5), "the model never started"
 
@@ -168,7 +173,7 @@ def test_cancelled_callers_are_dropped_before_inference():
     model = FakeModel(held=True)
 
     async def scenario():
-        batcher = make_batcher(model, max_batch_size=3)
+        batcher = make_batcher(model, max_batch_size=3, max_delay_ms=50)
         await occupy(model, batcher)
         callers = {r: asyncio.create_task(batcher.predict(r)) for r in ["a", "gone", "ccc"]}
         await asyncio.sleep(0)  # let every caller queue its review
@@ -177,7 +182,7 @@ def test_cancelled_callers_are_dropped_before_inference():
         model.release.set()
         results = [await callers["a"], await callers["ccc"]]
         # Every caller of a whole queued batch leaving must not wedge the batcher (ray#50046).
-        model.release.clear()
+        model.hold()
         await occupy(model, batcher)
         leavers = [asyncio.create_task(batcher.predict(r)) for r in ["x", "y", "z"]]
         await asyncio.sleep(0)
