@@ -20,7 +20,10 @@ class Preset:
     embedding_dropout: float  # drops whole embedding channels (SpatialDropout1D)
     lstm_units: int
     bidirectional: bool
-    pooling: str  # "last": the LSTM's final state; "mean": masked mean over all steps
+    # "last": the LSTM's final state; "mean": masked mean of its outputs over all
+    # steps; "mean_with_embeddings": that, beside the masked mean of the embeddings
+    # (a skip connection around the LSTM).
+    pooling: str
     dense_units: int  # 0: no hidden dense layer
     dropout: float
     learning_rate: float
@@ -93,6 +96,9 @@ PRESETS = {
 }
 
 
+POOLINGS = ("last", "mean", "mean_with_embeddings")
+
+
 def get_preset(name: str, **overrides) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -119,18 +125,22 @@ def build_classifier(preset: Preset) -> keras.Model:
     )(ids)
     if preset.embedding_dropout:
         x = keras.layers.SpatialDropout1D(preset.embedding_dropout, name="embedding_dropout")(x)
-    if preset.pooling not in ("last", "mean"):
-        raise ValueError(f"pooling must be 'last' or 'mean', not {preset.pooling!r}")
+    if preset.pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {preset.pooling!r}")
+    embedded = x
     lstm = keras.layers.LSTM(
-        preset.lstm_units, return_sequences=preset.pooling == "mean", name="lstm"
+        preset.lstm_units, return_sequences=preset.pooling != "last", name="lstm"
     )
     if preset.bidirectional:
         lstm = keras.layers.Bidirectional(lstm, name="bilstm")
     x = lstm(x)
-    if preset.pooling == "mean":
+    if preset.pooling != "last":
         # Averages over real tokens only (the mask drops padding), so a score
         # does not depend on how far its batch was padded. Max pooling would.
         x = keras.layers.GlobalAveragePooling1D(name="mean_over_tokens")(x)
+    if preset.pooling == "mean_with_embeddings":
+        bag = keras.layers.GlobalAveragePooling1D(name="mean_of_embeddings")(embedded)
+        x = keras.layers.Concatenate(name="pooled")([x, bag])
     if preset.dense_units:
         x = keras.layers.Dense(preset.dense_units, activation="relu", name="dense")(x)
     if preset.dropout:
