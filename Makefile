@@ -13,7 +13,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test lint format proto proto-check train train-seed eval data bench bench-quick soak clean
+.PHONY: install serve test lint format proto proto-check train train-seed eval data bench bench-quick soak soak-quick clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -62,6 +62,20 @@ data:
 	test -f data/aclImdb_v1.tar.gz || mv data/aclImdb_v1.tar.gz.part data/aclImdb_v1.tar.gz
 	echo "$(IMDB_SHA256)  data/aclImdb_v1.tar.gz" | sha256sum -c -
 	@echo "now: make train DATA=data/aclImdb_v1.tar.gz"
+
+# Side-by-side throughput and latency comparison; writes reports/bench/.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
+
+# 100,000+ mixed requests at concurrency >= 128 on loopback; reports lost requests and RSS.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
+
+soak-quick: $(STAMP)
+	$(BIN)/python -m bench.soak --quick
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
