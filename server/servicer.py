@@ -128,6 +128,14 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
     # -- Predict -------------------------------------------------------------------
 
     async def _score_all(self, reviews: list[str], context) -> list[float]:
+        return await self.score_reviews(reviews, self._timeout_s(context))
+
+    async def score_reviews(self, reviews: list[str], timeout_s: float) -> list[float]:
+        """Checks one request's reviews, queues them all and awaits their scores in order.
+
+        Raises a ServiceError. Public so that the HTTP edge (server.http_api)
+        applies the same checks and limits through the same batcher.
+        """
         limit = self._limits.max_reviews_per_request
         if not reviews:
             raise InvalidRequestError("the request has no reviews; send at least one")
@@ -140,7 +148,6 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             problem = self._problem_with(review)
             if problem is not None:
                 raise InvalidRequestError(problem.for_review(str(index)))
-        timeout_s = self._timeout_s(context)
         futures = self._batcher.submit(reviews, deadline_s=time.monotonic() + timeout_s)
         outcomes = await _outcomes_within(futures, timeout_s)
         for index, outcome in enumerate(outcomes):
