@@ -44,6 +44,7 @@ class ServerConfig:
     grace_s: float = 10.0
     reflection: bool = True
     metrics_port: int = 0
+    http_port: int = 0
     stats_interval_s: float = 60.0
     log_level: str = "INFO"
 
@@ -159,6 +160,12 @@ SETTINGS = (
     Setting(
         "metrics_port", _integer, _between(0, 65535), "Prometheus /metrics port; 0 turns it off"
     ),
+    Setting(
+        "http_port",
+        _integer,
+        _between(0, 65535),
+        "HTTP/JSON API and demo page port (POST /predict, GET /); 0 turns it off",
+    ),
     Setting("stats_interval_s", _number, _between(0, 86_400), "batcher stats log period; 0: off"),
     Setting("log_level", str.upper, _one_of(LOG_LEVELS), "logging level", LOG_LEVELS),
 )
@@ -239,6 +246,11 @@ def validate(config: ServerConfig) -> ServerConfig:
         raise ConfigError(
             f"--max-batch-size {config.max_batch_size} exceeds --queue-capacity "
             f"{config.queue_capacity}: a full batch could never queue"
+        )
+    if config.http_port and config.http_port in (config.port, config.metrics_port):
+        raise ConfigError(
+            f"--http-port {config.http_port} is also the gRPC --port or the --metrics-port: "
+            "each listener needs its own port"
         )
     if config.max_receive_message_bytes > 2**31 - 1:
         raise ConfigError(
