@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -24,6 +22,7 @@ import tensorflow as tf
 
 import training.layers  # noqa: F401  registers the custom objects safe mode rebuilds by name
 from server.errors import InferenceError, InvalidReviewError, ModelLoadError, StartupError
+from server.versions import ModelVersion, complete_versions
 
 logger = logging.getLogger(__name__)
 
@@ -31,39 +30,11 @@ DEVICES = ("auto", "cpu", "gpu")
 REQUIRED_LAYERS = ("vectorize", "keep_last_tokens", "classifier")
 REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_size": int}
 NO_WORDS = "has no words after removing markup and punctuation"
-_VERSION_NAME = re.compile(r"\d+")
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One complete version folder: `<model_dir>/<version>/{model.keras,metadata.json}`."""
-
-    version: int
-    path: Path
 
 
 def find_latest_version(model_dir: Path) -> ModelVersion:
     """The highest integer-named folder holding metadata.json (written last, so: complete)."""
-    model_dir = Path(model_dir)
-    if not model_dir.exists():
-        raise ModelLoadError(f"model directory {model_dir} does not exist")
-    if not model_dir.is_dir():
-        raise ModelLoadError(f"model directory {model_dir} is not a directory")
-    complete = [
-        ModelVersion(int(child.name), child)
-        for child in model_dir.iterdir()
-        if child.is_dir() and _VERSION_NAME.fullmatch(child.name)
-        if (child / "metadata.json").is_file()
-    ]
-    if not complete:
-        hint = ""
-        if (model_dir / "model.keras").exists():
-            hint = f"; it holds a model.keras itself, so point at its parent, {model_dir.parent}"
-        raise ModelLoadError(
-            f"no complete model version in {model_dir}: expected folders named by an "
-            f"integer version, each holding model.keras and metadata.json{hint}"
-        )
-    return max(complete, key=lambda v: v.version)
+    return complete_versions(model_dir)[0]
 
 
 def read_metadata(version: ModelVersion) -> dict:
@@ -158,7 +129,11 @@ class ServingModel:
     @classmethod
     def load_latest(cls, model_dir: Path, device: str = "auto") -> ServingModel:
         """Loads the highest complete version under `model_dir` onto `device` (auto/cpu/gpu)."""
-        version = find_latest_version(Path(model_dir))
+        return cls.load_version(find_latest_version(Path(model_dir)), device)
+
+    @classmethod
+    def load_version(cls, version: ModelVersion, device: str = "auto") -> ServingModel:
+        """Loads one version folder onto `device` (auto/cpu/gpu)."""
         metadata = read_metadata(version)
         tf_device = resolve_device(device)
         return cls(
