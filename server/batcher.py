@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import dataclasses
 import logging
 import math
@@ -48,6 +49,16 @@ class PendingReview:
     future: asyncio.Future[float]
     enqueued_at_s: float  # time.monotonic() at admission
     deadline_s: float | None = None  # time.monotonic() deadline; None: none
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What one batch did, for an observer (e.g. Prometheus histograms)."""
+
+    size: int
+    queue_waits_s: tuple[float, ...]  # per review: admission to the batch's start
+    inference_s: float
+    failed: bool
 
 
 @dataclass
@@ -104,6 +115,7 @@ class MicroBatcher:
         max_batch_size: int,
         max_delay_ms: float,
         queue_capacity: int,
+        on_batch: Callable[[BatchRecord], None] | None = None,
     ):
         if type(max_batch_size) is not int or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
@@ -112,6 +124,7 @@ class MicroBatcher:
         if type(queue_capacity) is not int or queue_capacity < 1:
             raise ValueError(f"queue_capacity must be an integer >= 1, got {queue_capacity!r}")
         self._predict = predict
+        self._on_batch = on_batch
         self.max_batch_size = max_batch_size
         self.max_delay_ms = max_delay_ms
         self.queue_capacity = queue_capacity
@@ -199,7 +212,12 @@ class MicroBatcher:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=1, thread_name_prefix="inference"
                 )
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+            loop = asyncio.get_running_loop()
+            # The loop serves every caller: it must not inherit this caller's context
+            # (its request id would label every later batch's log lines).
+            self._task = contextvars.Context().run(
+                loop.create_task, self._run(), name="micro-batcher"
+            )
 
     async def _run(self) -> None:
         try:
@@ -265,7 +283,9 @@ class MicroBatcher:
 
     async def _run_batch(self, batch: list[PendingReview]) -> None:
         started_s = time.monotonic()
-        self._stats.queue_wait_s_total += sum(started_s - p.enqueued_at_s for p in batch)
+        queue_waits_s = tuple(started_s - p.enqueued_at_s for p in batch)
+        self._stats.queue_wait_s_total += sum(queue_waits_s)
+        failed = True
         texts = [p.review for p in batch]
         try:
             loop = asyncio.get_running_loop()
@@ -287,6 +307,7 @@ class MicroBatcher:
                 error.__cause__ = exc
                 _fail(pending, error)
         else:
+            failed = False
             for pending, result in zip(batch, results, strict=True):
                 if pending.future.done():  # the caller went away during inference
                     continue
@@ -302,8 +323,17 @@ class MicroBatcher:
             self._stats.reviews += len(batch)
             self._stats.inference_s_total += finished_s - started_s
             self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen, len(batch))
+            self._report(BatchRecord(len(batch), queue_waits_s, finished_s - started_s, failed))
 
     # -- helpers -------------------------------------------------------------------
+
+    def _report(self, record: BatchRecord) -> None:
+        if self._on_batch is None:
+            return
+        try:
+            self._on_batch(record)
+        except Exception:  # an observer's bug must not fail the batch's callers
+            logger.exception("the batch observer failed")
 
     def _discard_cancelled(self) -> None:
         live = [p for p in self._queue if not p.future.done()]
@@ -324,6 +354,8 @@ class MicroBatcher:
 def _as_outcome(result: object) -> float | BaseException:
     """A model result as a score or an exception; never raises, so no future is left behind."""
     if isinstance(result, BaseException):
+        return result
+    if isinstance(result, float):  # as is: a float subclass may say which model made it
         return result
     try:
         return float(result)
