@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import ConfigError
+from server.logs import LOG_FORMATS
 
 ENV_PREFIX = "SENTIMENT_"
 # The shipped model, found from the package so the server runs from any directory.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "imdb-lstm"
 DEVICES = ("auto", "cpu", "gpu")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# A setting whose name holds one of these is a secret or a path to one: never logged.
+SECRET_NAME_WORDS = ("token", "key", "secret", "password")
+REDACTED = "<redacted>"
 # Room for the protobuf framing around each review and for the rest of the message.
 _PER_REVIEW_OVERHEAD_BYTES = 16
 _MESSAGE_OVERHEAD_BYTES = 64 * 1024
@@ -34,6 +38,7 @@ class ServerConfig:
     host: str = "[::]"
     port: int = 50051
     model_dir: Path = DEFAULT_MODEL_DIR
+    poll_s: float = 5.0
     device: str = "auto"
     max_batch_size: int = 32
     max_delay_ms: float = 5.0
@@ -47,6 +52,8 @@ class ServerConfig:
     http_port: int = 0
     stats_interval_s: float = 60.0
     log_level: str = "INFO"
+    log_format: str = "text"
+    slow_request_ms: float = 1000.0
 
     @property
     def address(self) -> str:
@@ -134,6 +141,9 @@ SETTINGS = (
     Setting("host", str, _non_empty, "address to listen on"),
     Setting("port", _integer, _between(0, 65535), "port to listen on; 0 picks a free one"),
     Setting("model_dir", Path, _existing_dir, "model directory; its highest version is served"),
+    Setting(
+        "poll_s", _number, _between(0, 86_400), "how often to look for new model versions; 0: never"
+    ),
     Setting("device", str.lower, _one_of(DEVICES), "where the model runs", DEVICES),
     Setting("max_batch_size", _integer, _between(1, 4096), "most reviews in one model call"),
     Setting(
@@ -168,6 +178,13 @@ SETTINGS = (
     ),
     Setting("stats_interval_s", _number, _between(0, 86_400), "batcher stats log period; 0: off"),
     Setting("log_level", str.upper, _one_of(LOG_LEVELS), "logging level", LOG_LEVELS),
+    Setting("log_format", str.lower, _one_of(LOG_FORMATS), "json: one object a line", LOG_FORMATS),
+    Setting(
+        "slow_request_ms",
+        _number,
+        _between(0, 3_600_000),
+        "unary calls slower than this are logged with their request id; 0: off",
+    ),
 )
 
 
@@ -260,6 +277,17 @@ def validate(config: ServerConfig) -> ServerConfig:
     return config
 
 
-def describe(config: ServerConfig) -> str:
-    """One line of every setting, for the start-up log."""
-    return " ".join(f"{f.name}={str(getattr(config, f.name))}" for f in dataclasses.fields(config))
+def redacted_settings(config: Any) -> dict[str, str]:
+    """Every setting as text; any whose name says it is a secret (or leads to one) is hidden."""
+    return {f.name: _redacted(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _redacted(name: str, value: Any) -> str:
+    if value not in (None, "") and any(word in name.lower() for word in SECRET_NAME_WORDS):
+        return REDACTED
+    return str(value)
+
+
+def describe(config: Any) -> str:
+    """One line of every setting, secrets redacted, for the start-up log."""
+    return " ".join(f"{name}={value}" for name, value in redacted_settings(config).items())
