@@ -221,11 +221,14 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         return timeout_s if remaining_s is None else min(timeout_s, remaining_s)
 
     def _prediction(self, score: float) -> sentiment_pb2.Prediction:
-        positive = score >= self._model.decision_threshold
+        # A VersionedScore (server.versions) names the version that made it, which
+        # may be older than the one serving now if a swap happened during its batch.
+        version = getattr(score, "model_version", self._model.version)
+        threshold = getattr(score, "decision_threshold", self._model.decision_threshold)
         return sentiment_pb2.Prediction(
-            label=sentiment_pb2.POSITIVE if positive else sentiment_pb2.NEGATIVE,
+            label=sentiment_pb2.POSITIVE if score >= threshold else sentiment_pb2.NEGATIVE,
             score=score,
-            model_version=self._model.version,
+            model_version=version,
         )
 
 
