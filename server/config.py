@@ -52,6 +52,10 @@ class ServerConfig:
     http_port: int = 0
     stats_interval_s: float = 60.0
     log_level: str = "INFO"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_token_file: Path | None = None
     log_format: str = "text"
     slow_request_ms: float = 1000.0
 
@@ -137,6 +141,17 @@ def _existing_dir(value: Path) -> str | None:
     return None if value.is_dir() else "is not a directory"
 
 
+def _readable_file(value: Path | None) -> str | None:
+    """For optional file settings: None (unset) passes; a path must be a readable file."""
+    if value is None:
+        return None
+    if not value.exists():
+        return "does not exist"
+    if not value.is_file():
+        return "is not a file"
+    return None if os.access(value, os.R_OK) else "is not readable"
+
+
 SETTINGS = (
     Setting("host", str, _non_empty, "address to listen on"),
     Setting("port", _integer, _between(0, 65535), "port to listen on; 0 picks a free one"),
@@ -178,6 +193,17 @@ SETTINGS = (
     ),
     Setting("stats_interval_s", _number, _between(0, 86_400), "batcher stats log period; 0: off"),
     Setting("log_level", str.upper, _one_of(LOG_LEVELS), "logging level", LOG_LEVELS),
+    Setting("tls_cert", Path, _readable_file, "PEM certificate chain; with --tls-key, serve TLS"),
+    Setting("tls_key", Path, _readable_file, "PEM private key of --tls-cert"),
+    Setting(
+        "tls_client_ca", Path, _readable_file, "PEM CA bundle; clients must show a cert it signed"
+    ),
+    Setting(
+        "auth_token_file",
+        Path,
+        _readable_file,
+        "file holding a token that calls must send as 'authorization: Bearer <token>'",
+    ),
     Setting("log_format", str.lower, _one_of(LOG_FORMATS), "json: one object a line", LOG_FORMATS),
     Setting(
         "slow_request_ms",
@@ -268,6 +294,16 @@ def validate(config: ServerConfig) -> ServerConfig:
         raise ConfigError(
             f"--http-port {config.http_port} is also the gRPC --port or the --metrics-port: "
             "each listener needs its own port"
+        )
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError(
+            f"--tls-cert {config.tls_cert} and --tls-key {config.tls_key}: TLS needs both "
+            "(env SENTIMENT_TLS_CERT, SENTIMENT_TLS_KEY)"
+        )
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise ConfigError(
+            f"--tls-client-ca {config.tls_client_ca} needs --tls-cert and --tls-key: "
+            "client certificates are checked only over TLS"
         )
     if config.max_receive_message_bytes > 2**31 - 1:
         raise ConfigError(

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from client import sentiment_pb2, sentiment_pb2_grpc
+from server import security
 from server.batcher import BatcherStats, MicroBatcher
 from server.config import ServerConfig, describe, load_config
 from server.errors import StartupError
@@ -89,6 +90,9 @@ async def create_server(
 
     Call inside the event loop that will run the server.
     """
+    # TLS files and the token are checked first: a bad one should not cost a model load.
+    credentials = security.server_credentials(config)
+    interceptors = security.interceptors(config)
     if model is None:
         # Blocks the loop for seconds, but nothing else runs on it before start().
         model = load_model(config)
@@ -104,11 +108,12 @@ async def create_server(
         default_timeout_ms=config.default_timeout_ms,
     )
     grpc_server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),
             # Without this a second server on a busy port would start and share it silently.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
         SentimentServicer(model, batcher, limits), grpc_server
@@ -125,9 +130,15 @@ async def create_server(
         )
         reflection.enable_server_reflection(names, grpc_server)
     try:
-        port = grpc_server.add_insecure_port(config.address)
+        if credentials is None:
+            port = grpc_server.add_insecure_port(config.address)
+        else:
+            port = grpc_server.add_secure_port(config.address, credentials)
     except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {config.address}: {exc}") from exc
+        raise StartupError(
+            f"cannot listen on {config.address}: {exc} (is the port in use?)"
+        ) from exc
+    logger.info("%s", security.describe(config))
     return SentimentServer(grpc_server, batcher, health_servicer, model, config), port
 
 
