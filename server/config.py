@@ -295,6 +295,12 @@ def validate(config: ServerConfig) -> ServerConfig:
             f"--http-port {config.http_port} is also the gRPC --port or the --metrics-port: "
             "each listener needs its own port"
         )
+    if config.http_port and (config.tls_cert is not None or config.auth_token_file is not None):
+        raise ConfigError(
+            f"--http-port {config.http_port} serves plaintext HTTP without a token, so it "
+            "cannot be combined with --tls-cert or --auth-token-file: that would open a way "
+            "around them (put the HTTP API behind a TLS proxy that checks callers instead)"
+        )
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ConfigError(
             f"--tls-cert {config.tls_cert} and --tls-key {config.tls_key}: TLS needs both "
