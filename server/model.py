@@ -142,19 +142,27 @@ class ServingModel:
 
     def predict(self, reviews: list[str]) -> list[float | Exception]:
         """Scores a batch; equal to scoring each review alone (padding is masked)."""
-        ids = self._tokenize(tf.constant(reviews, dtype=tf.string)).numpy()
+        ids = self.tokenize(reviews)
         lengths = np.count_nonzero(ids, axis=1)
         has_words = np.flatnonzero(lengths)
         results: list[float | Exception] = [InvalidReviewError(NO_WORDS) for _ in reviews]
         if has_words.size:
             # Drop wordless rows (a fully masked row breaks cuDNN) and any padding only they needed.
             kept = ids[has_words, : int(lengths.max())]
-            scores = self._score(tf.constant(kept)).numpy()[:, 0]
+            scores = self.score(kept)
             for index, value in zip(has_words.tolist(), scores.tolist(), strict=True):
                 results[index] = (
                     value if math.isfinite(value) else InferenceError(f"the model scored {value}")
                 )
         return results
+
+    def tokenize(self, reviews: list[str]) -> np.ndarray:
+        """Token ids as the classifier sees them: int64 [batch, <= maxlen], right-padded with 0."""
+        return self._tokenize(tf.constant(reviews, dtype=tf.string)).numpy()
+
+    def score(self, ids: np.ndarray) -> np.ndarray:
+        """P(positive) [batch] for token ids [batch, time] with no all-padding row."""
+        return self._score(tf.constant(ids, dtype=tf.int64)).numpy()[:, 0]
 
     def is_positive(self, score: float) -> bool:
         return score >= self.decision_threshold
