@@ -8,15 +8,16 @@ with `extra=` become JSON keys, or `key=value` pairs at the end of a text line.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import TextIO
 
 LOG_FORMATS = ("text", "json")
-_HANDLER_NAME = "sentiment-server"
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -91,21 +92,28 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> None:
+@contextlib.contextmanager
+def configured_logging(
+    level: str, log_format: str, stream: TextIO | None = None
+) -> Iterator[logging.Handler]:
     """Sends every logger's records, Python warnings included, to `stream` (default stderr).
 
-    Replaces the handler an earlier call installed and leaves any other (pytest's
-    capture, say) in place.
+    On exit the handler goes and the root level is restored; any other handler
+    (pytest's capture, say) is left alone throughout.
     """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
-    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
-        root.removeHandler(old)
+    previous_level = root.level
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
+    try:
+        yield handler
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(previous_level)

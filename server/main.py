@@ -24,8 +24,11 @@ from server import security
 from server.batcher import BatcherStats, MicroBatcher
 from server.config import ServerConfig, describe, load_config
 from server.errors import StartupError
-from server.metrics import BatcherCollector, MetricsServer, start_metrics_server
+from server.interceptor import CallObserver
+from server.logs import configured_logging
+from server.metrics import MetricsServer, ServerMetrics, start_metrics_server
 from server.servicer import RequestLimits, SentimentServicer
+from server.versions import ModelManager, load_and_warm
 
 if TYPE_CHECKING:  # server.model imports TensorFlow: seconds, so only when serving
     from server.model import ServingModel
@@ -42,17 +45,18 @@ class SentimentServer:
     grpc_server: grpc.aio.Server
     batcher: MicroBatcher
     health: health.aio.HealthServicer
-    model: ServingModel
+    model: ModelManager  # describes, and predicts with, whichever version serves now
     config: ServerConfig
+    server_metrics: ServerMetrics
     metrics: MetricsServer | None = None
+    poller: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.grpc_server.start()
         if self.config.metrics_port:
-            collector = BatcherCollector(self.batcher.stats, self.model.name, self.model.version)
             try:
                 self.metrics = start_metrics_server(
-                    self.config.host, self.config.metrics_port, collector
+                    self.config.host, self.config.metrics_port, self.server_metrics.registry
                 )
             except OSError as exc:
                 await self.grpc_server.stop(0)
@@ -63,10 +67,18 @@ class SentimentServer:
         # SERVING only now: the model was warmed up before the server was built.
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.model.polls and self.config.poll_s > 0:
+            self.poller = asyncio.create_task(
+                self.model.poll_forever(self.config.poll_s), name="model-version-poller"
+            )
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drains: NOT_SERVING, refuse new calls, let in-flight ones finish within grace_s."""
         grace_s = self.config.grace_s if grace_s is None else grace_s
+        if self.poller is not None:  # no new version is swapped in while draining
+            self.poller.cancel()
+            await asyncio.gather(self.poller, return_exceptions=True)
+            self.poller = None
         await self.health.enter_graceful_shutdown()
         # In-flight calls still need the batcher, so it closes after the server stops.
         await self.grpc_server.stop(grace_s)
@@ -88,20 +100,28 @@ async def create_server(
 ) -> tuple[SentimentServer, int]:
     """Loads and warms the model (unless given one), then binds a server; returns it and its port.
 
+    Without `model` it serves the highest version under config.model_dir that
+    loads, and polls for newer ones; a given model is pinned (no polling).
     Call inside the event loop that will run the server.
     """
     # TLS files and the token are checked first: a bad one should not cost a model load.
     credentials = security.server_credentials(config)
-    interceptors = security.interceptors(config)
+    # The observer is outermost, so calls refused by authentication are counted and logged.
+    metrics = ServerMetrics(config.max_batch_size)
+    interceptors = [CallObserver(metrics, config.slow_request_ms), *security.interceptors(config)]
     if model is None:
         # Blocks the loop for seconds, but nothing else runs on it before start().
-        model = load_model(config)
+        models = load_models(config)
+    else:
+        models = ModelManager(model)
     batcher = MicroBatcher(
-        model.predict,
+        models.predict,
         max_batch_size=config.max_batch_size,
         max_delay_ms=config.max_delay_ms,
         queue_capacity=config.queue_capacity,
+        on_batch=metrics.observe_batch,
     )
+    metrics.watch(batcher.stats, models)
     limits = RequestLimits(
         max_reviews_per_request=config.max_reviews_per_request,
         max_review_bytes=config.max_review_bytes,
@@ -116,7 +136,7 @@ async def create_server(
         ],
     )
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
-        SentimentServicer(model, batcher, limits), grpc_server
+        SentimentServicer(models, batcher, limits), grpc_server
     )
     health_servicer = health.aio.HealthServicer()
     for service in ("", SERVICE_NAME):
@@ -139,24 +159,13 @@ async def create_server(
             f"cannot listen on {config.address}: {exc} (is the port in use?)"
         ) from exc
     logger.info("%s", security.describe(config))
-    return SentimentServer(grpc_server, batcher, health_servicer, model, config), port
+    server = SentimentServer(grpc_server, batcher, health_servicer, models, config, metrics)
+    return server, port
 
 
-def load_model(config: ServerConfig) -> ServingModel:
-    """Loads the newest model version onto the configured device and warms it up."""
-    from server.model import ServingModel
-
-    model = ServingModel.load_latest(config.model_dir, config.device)
-    warm_up_s = model.warm_up()
-    logger.info(
-        "loaded model %s from %s; it runs on %s (--device %s); warm-up took %.2f s",
-        model.describe(),
-        model.path,
-        model.device,
-        config.device,
-        warm_up_s,
-    )
-    return model
+def load_models(config: ServerConfig) -> ModelManager:
+    """The highest version under --model-dir that loads, warmed up, in a polling manager."""
+    return ModelManager.from_directory(config.model_dir, load_and_warm(config.device))
 
 
 async def serve(config: ServerConfig) -> None:
@@ -194,18 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"sentiment-server: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logger.info("settings: %s", describe(config))
-    try:
-        asyncio.run(serve(config))
-    except StartupError as exc:
-        logger.error("cannot start: %s", exc)
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
-        logger.info("interrupted during start-up")
-        return 130
+    with configured_logging(config.log_level, config.log_format):
+        logger.info("settings: %s", describe(config))
+        try:
+            asyncio.run(serve(config))
+        except StartupError as exc:
+            logger.error("cannot start: %s", exc)
+            return 1
+        except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+            logger.info("interrupted during start-up")
+            return 130
     return 0
 
 

@@ -1,8 +1,12 @@
-"""Prometheus /metrics (`--metrics-port`): the batcher's stats, read at scrape time.
+"""Prometheus /metrics (`--metrics-port`): calls, batches, the queue and the model version.
 
-The collector reads `MicroBatcher.stats()` when scraped instead of keeping
-counters of its own, so the numbers exist in one place only. Mean batch size
-over an interval is Δsentiment_reviews_scored_total / Δsentiment_batches_total.
+Counters that the batcher already keeps (reviews scored, batches, drops) and
+the queue depth are read from `MicroBatcher.stats()` at scrape time, so those
+numbers exist in one place only. Distributions (call latency, queue wait,
+inference time, batch size) are histograms fed as events happen: by the call
+observer for each call and by the batcher's `on_batch` hook for each batch.
+Call metrics use go-grpc-prometheus's names, so existing gRPC dashboards work.
+Everything lives in one private registry per server.
 """
 
 from __future__ import annotations
@@ -10,20 +14,119 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from server.batcher import BatcherStats
+from server.batcher import BatcherStats, BatchRecord
+
+# Seconds: a micro-batched call takes milliseconds, a queued one up to its deadline.
+CALL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Queue waits are bounded by --max-delay-ms (5 ms) when the model keeps up.
+QUEUE_WAIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_CALL_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+
+def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
+    """Powers of two below `max_batch_size`, then `max_batch_size` itself: full batches show."""
+    buckets, size = [], 1
+    while size < max_batch_size:
+        buckets.append(size)
+        size *= 2
+    return (*buckets, max_batch_size)
+
+
+class ServedModel(Protocol):
+    name: str
+    version: int
+
+
+class ModelSource(Protocol):
+    """What the metrics read of the model manager."""
+
+    @property
+    def current(self) -> ServedModel: ...
+
+    versions_loaded: int
+    versions_failed: int
+
+
+class ServerMetrics:
+    """Every metric of one server, in its own registry (tests run several servers at once)."""
+
+    def __init__(self, max_batch_size: int):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls_started = Counter(
+            "grpc_server_started", "Calls started.", _CALL_LABELS, registry=r
+        )
+        self.calls_handled = Counter(
+            "grpc_server_handled",
+            "Calls finished, by status code.",
+            (*_CALL_LABELS, "grpc_code"),
+            registry=r,
+        )
+        self.call_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from a call's start to its status.",
+            _CALL_LABELS,
+            buckets=CALL_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "sentiment_batch_size",
+            "Reviews per model call.",
+            buckets=batch_size_buckets(max_batch_size),
+            registry=r,
+        )
+        self.queue_wait_seconds = Histogram(
+            "sentiment_queue_wait_seconds",
+            "Time each review that reached the model spent queued.",
+            buckets=QUEUE_WAIT_BUCKETS_S,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "sentiment_inference_seconds",
+            "Time each batch spent in the model.",
+            buckets=INFERENCE_BUCKETS_S,
+            registry=r,
+        )
+
+    def observe_batch(self, record: BatchRecord) -> None:
+        """The batcher's on_batch hook."""
+        self.batch_size.observe(record.size)
+        self.inference_seconds.observe(record.inference_s)
+        for wait_s in record.queue_waits_s:
+            self.queue_wait_seconds.observe(wait_s)
+
+    def call_started(self, call_type: str, method: str) -> None:
+        self.calls_started.labels(call_type, *_service_and_method(method)).inc()
+
+    def call_finished(self, call_type: str, method: str, code: str, duration_s: float) -> None:
+        service, name = _service_and_method(method)
+        self.calls_handled.labels(call_type, service, name, code).inc()
+        self.call_seconds.labels(call_type, service, name).observe(duration_s)
+
+    def watch(self, stats: Callable[[], BatcherStats], models: ModelSource) -> None:
+        """Reads the batcher's counters and the serving version at each scrape."""
+        self.registry.register(BatcherCollector(stats))
+        self.registry.register(ModelCollector(models))
+
+
+def _service_and_method(method: str) -> tuple[str, str]:
+    """ "/sentiment.v1.SentimentService/Predict" -> ("sentiment.v1.SentimentService", "Predict")."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service, name
 
 
 class BatcherCollector:
     """Turns one BatcherStats snapshot per scrape into Prometheus metric families."""
 
-    def __init__(self, stats: Callable[[], BatcherStats], model_name: str, model_version: int):
+    def __init__(self, stats: Callable[[], BatcherStats]):
         self._stats = stats
-        self._model = (model_name, str(model_version))
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats()
@@ -41,27 +144,35 @@ class BatcherCollector:
         dropped.add_metric(["deadline"], s.dropped_expired)
         dropped.add_metric(["queue_full"], s.rejected_full)
         yield dropped
-        yield CounterMetricFamily(
-            "sentiment_queue_wait_seconds",
-            "Time scored reviews spent queued, summed over reviews.",
-            value=s.queue_wait_s_total,
-        )
-        yield CounterMetricFamily(
-            "sentiment_inference_seconds",
-            "Time spent in the model, summed over batches.",
-            value=s.inference_s_total,
-        )
         yield GaugeMetricFamily(
             "sentiment_queue_depth", "Reviews waiting now.", value=s.queue_depth
         )
         yield GaugeMetricFamily(
             "sentiment_mean_batch_size", "Reviews per batch since start.", value=s.mean_batch_size
         )
+
+
+class ModelCollector:
+    """The version serving now (an info gauge), and how version loads went."""
+
+    def __init__(self, models: ModelSource):
+        self._models = models
+
+    def collect(self) -> Iterator[Metric]:
+        model = self._models.current
         info = GaugeMetricFamily(
-            "sentiment_model", "The model serving (always 1).", labels=["name", "version"]
+            "sentiment_model_info",
+            "The model version serving now (always 1).",
+            labels=["name", "version"],
         )
-        info.add_metric(list(self._model), 1)
+        info.add_metric([model.name, str(model.version)], 1)
         yield info
+        loads = CounterMetricFamily(
+            "sentiment_model_loads", "Model versions loaded, or failed to load.", labels=["outcome"]
+        )
+        loads.add_metric(["loaded"], self._models.versions_loaded)
+        loads.add_metric(["failed"], self._models.versions_failed)
+        yield loads
 
 
 @dataclass
@@ -80,10 +191,8 @@ class MetricsServer:
         self.http_server.server_close()
 
 
-def start_metrics_server(host: str, port: int, collector: BatcherCollector) -> MetricsServer:
-    """Serves `collector` (and nothing else: no process-global registry) on host:port/metrics."""
-    registry = CollectorRegistry()
-    registry.register(collector)
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry) -> MetricsServer:
+    """Serves `registry` (and nothing else: no process-global metrics) on host:port/metrics."""
     # gRPC writes IPv6 hosts as "[::]"; the HTTP server wants them bare.
     http_server, thread = start_http_server(port, addr=host.strip("[]"), registry=registry)
     return MetricsServer(http_server, thread)

@@ -24,6 +24,11 @@ from server.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 _VERSION_NAME = re.compile(r"\d+")
+# What the manager tells of the current model: ServingModel's description.
+_DESCRIBED = frozenset(
+    ("name", "version", "maxlen", "vocabulary_size", "decision_threshold", "metrics", "preset")
+    + ("path", "device", "describe")
+)
 # What a failed version looked like: (file name, size, mtime) of its files. A folder
 # still being copied fails to load; once its files change it is worth one more try.
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -105,10 +110,11 @@ def load_and_warm(device: str) -> Callable[[ModelVersion], VersionedModel]:
         model = ServingModel.load_version(version, device)
         warm_up_s = model.warm_up()
         logger.info(
-            "loaded model %s from %s on %s; warm-up took %.2f s",
+            "loaded model %s from %s; it runs on %s (--device %s); warm-up took %.2f s",
             model.describe(),
             model.path,
             model.device,
+            device,
             warm_up_s,
         )
         return model
@@ -164,6 +170,13 @@ class ModelManager:
     @property
     def current(self) -> VersionedModel:
         return self._current
+
+    def __getattr__(self, name: str):
+        # The manager stands in for "the model" wherever one is described (GetModelInfo,
+        # start-up logs), always describing the version serving now.
+        if name in _DESCRIBED:
+            return getattr(self._current, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def polls(self) -> bool:
