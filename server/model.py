@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -29,7 +30,12 @@ logger = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
 REQUIRED_LAYERS = ("vectorize", "keep_last_tokens", "classifier")
 REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_size": int}
-NO_WORDS = "has no words after removing markup and punctuation"
+# Standardisation keeps only ASCII word characters (RE2's \w), so text in other scripts,
+# emoji or punctuation alone leaves nothing, and an all-padding row must not reach the LSTM.
+NO_WORDS = (
+    "has no words after removing markup and punctuation (only the letters a-z and digits "
+    "count), so there is nothing to score"
+)
 
 
 def find_latest_version(model_dir: Path) -> ModelVersion:
@@ -186,6 +192,11 @@ def load_keras_model(path: Path, device: str):
     """Loads a .keras file in safe mode, its variables placed on `device`."""
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")
+    # Keras says "File not found" for a file that is there but truncated; say what it is.
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(
+            f"model file {path} is not a .keras archive (a zip file): truncated or corrupt?"
+        )
     try:
         with tf.device(device):
             model = keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -71,7 +71,7 @@ def test_a_version_folder_given_as_model_dir_points_at_its_parent(tiny_model_dir
 def test_a_file_that_is_not_a_model_gives_a_clear_message(tiny_model_dir, tmp_path):
     version_dir = copy_version(tiny_model_dir, tmp_path, 1)
     (version_dir / "model.keras").write_bytes(b"this is not a Keras model")
-    with pytest.raises(ModelLoadError, match=r"cannot load .*1/model.keras as a Keras model"):
+    with pytest.raises(ModelLoadError, match=r"model file .*1/model.keras is not a .keras archive"):
         ServingModel.load_latest(tmp_path)
 
 
@@ -119,9 +119,8 @@ def test_wordless_reviews_fail_alone_and_never_change_other_scores(serving_model
     results = serving_model.predict(with_wordless)
     for index in (0, 2, 4):
         assert isinstance(results[index], InvalidReviewError)
-        assert results[index].for_review(str(index)) == (
-            f"review {index} has no words after removing markup and punctuation"
-        )
+        message = results[index].for_review(str(index))
+        assert message.startswith(f"review {index} has no words after removing markup")
     assert [results[1], results[3]] == pytest.approx(serving_model.predict(REVIEWS[:2]), abs=1e-5)
     assert all(isinstance(r, InvalidReviewError) for r in serving_model.predict(["?", "<br/>"]))
 
