@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/sentiment-server --host $(HOST) --port $(PORT)
+	$(BIN)/sentiment-server --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -24,6 +24,7 @@ from server import security
 from server.batcher import BatcherStats, MicroBatcher
 from server.config import ServerConfig, describe, load_config
 from server.errors import StartupError
+from server.http_api import HttpApi
 from server.interceptor import CallObserver
 from server.logs import configured_logging
 from server.metrics import MetricsServer, ServerMetrics, start_metrics_server
@@ -50,6 +51,7 @@ class SentimentServer:
     server_metrics: ServerMetrics
     metrics: MetricsServer | None = None
     poller: asyncio.Task | None = None
+    http_api: HttpApi | None = None  # with --http-port
 
     async def start(self) -> None:
         await self.grpc_server.start()
@@ -64,6 +66,16 @@ class SentimentServer:
                     f"cannot serve metrics on {self.config.host}:{self.config.metrics_port}: {exc}"
                 ) from exc
             logger.info("Prometheus metrics on port %d at /metrics", self.metrics.port)
+        if self.http_api is not None:
+            try:
+                http_port = await self.http_api.start(self.config.host, self.config.http_port)
+            except StartupError:
+                await self.grpc_server.stop(0)
+                if self.metrics is not None:
+                    self.metrics.stop()
+                    self.metrics = None
+                raise
+            logger.info("HTTP/JSON API and demo page on port %d (POST /predict, GET /)", http_port)
         # SERVING only now: the model was warmed up before the server was built.
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -80,8 +92,11 @@ class SentimentServer:
             await asyncio.gather(self.poller, return_exceptions=True)
             self.poller = None
         await self.health.enter_graceful_shutdown()
-        # In-flight calls still need the batcher, so it closes after the server stops.
-        await self.grpc_server.stop(grace_s)
+        # In-flight calls still need the batcher, so it closes after both listeners stop.
+        listeners = [self.grpc_server.stop(grace_s)]
+        if self.http_api is not None:  # answers 503 while its in-flight requests finish
+            listeners.append(self.http_api.stop(grace_s))
+        await asyncio.gather(*listeners)
         await self.batcher.close(drain_timeout_s=0)
         if self.metrics is not None:
             self.metrics.stop()
@@ -135,9 +150,8 @@ async def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
-        SentimentServicer(models, batcher, limits), grpc_server
-    )
+    servicer = SentimentServicer(models, batcher, limits)
+    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(servicer, grpc_server)
     health_servicer = health.aio.HealthServicer()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -160,6 +174,13 @@ async def create_server(
         ) from exc
     logger.info("%s", security.describe(config))
     server = SentimentServer(grpc_server, batcher, health_servicer, models, config, metrics)
+    if config.http_port:  # the same servicer, so the same checks, limits and batcher
+        server.http_api = HttpApi(
+            servicer,
+            models,
+            timeout_s=config.default_timeout_ms / 1000,
+            max_body_bytes=config.max_receive_message_bytes,
+        )
     return server, port
 
 
