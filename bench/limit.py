@@ -1,0 +1,68 @@
+"""The in-process limit: throughput of the serving function, ServingModel.predict, by batch size.
+
+No gRPC, no queue: batches of real reviews go straight into the function the
+server's batcher calls, one after another on this thread, as the server's one
+inference thread does. What the server reaches is judged against this.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from client.bench import percentile
+
+PredictFn = Callable[[list[str]], Sequence[object]]
+
+
+def batch_sizes_up_to(largest: int) -> list[int]:
+    """1, 2, 4, ... and `largest` itself: 1..max_batch_size on a doubling scale."""
+    sizes = list(itertools.takewhile(lambda n: n < largest, (2**k for k in itertools.count())))
+    return sizes + [largest]
+
+
+def measure_batch_size(
+    predict: PredictFn, reviews: list[str], batch_size: int, duration_s: float, min_batches: int
+) -> dict:
+    """Calls `predict` on consecutive batches of `reviews` for at least `duration_s` and
+    `min_batches`; returns reviews/s and the per-call latency percentiles."""
+    texts = itertools.cycle(reviews)
+    predict([next(texts) for _ in range(batch_size)])  # the first call at a new size is slower
+    latencies_s: list[float] = []
+    started_s = time.perf_counter()
+    while len(latencies_s) < min_batches or time.perf_counter() - started_s < duration_s:
+        batch = [next(texts) for _ in range(batch_size)]
+        call_started_s = time.perf_counter()
+        predict(batch)
+        latencies_s.append(time.perf_counter() - call_started_s)
+    busy_s = sum(latencies_s)
+    latencies_ms = sorted(1000 * s for s in latencies_s)
+    return {
+        "batch_size": batch_size,
+        "batches": len(latencies_s),
+        "reviews_per_s": round(batch_size * len(latencies_s) / busy_s, 2),
+        "latency_ms": {
+            name: round(percentile(latencies_ms, fraction), 3)
+            for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+        },
+    }
+
+
+def measure_limit(
+    predict: PredictFn,
+    reviews: list[str],
+    batch_sizes: Iterable[int],
+    duration_s: float,
+    min_batches: int = 3,
+) -> list[dict]:
+    """One `measure_batch_size` result per batch size, in the order given."""
+    return [measure_batch_size(predict, reviews, n, duration_s, min_batches) for n in batch_sizes]
+
+
+def best(points: list[dict], max_batch_size: int) -> dict:
+    """The fastest point among batch sizes up to `max_batch_size`."""
+    eligible = [p for p in points if p["batch_size"] <= max_batch_size]
+    if not eligible:
+        raise ValueError(f"no limit was measured at a batch size <= {max_batch_size}")
+    return max(eligible, key=lambda p: p["reviews_per_s"])

@@ -1,0 +1,65 @@
+"""What one `make bench` run measures and for how long: the full plan and the --quick smoke plan."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every size and duration of one run; the full plan must finish in 10 minutes on 2 cores."""
+
+    sample_size: int  # real test reviews drawn for the whole run
+    limit_s: float  # per batch size, in-process
+    padding_s: float  # per variant (as served, padded to maxlen)
+    load_s: float  # per gRPC load run
+    tuning_load_s: float  # per load run of a tuning candidate
+    flask_s: float
+    concurrencies: tuple[int, ...]  # single-review unary, batching on and off
+    flask_concurrency: int
+    multi_concurrency: int  # Predict calls in flight, each with reviews_per_request
+    reviews_per_request: int
+    streams: int  # StreamPredict streams at once
+    stream_window: int  # reviews each stream keeps in flight
+    # (max_batch_size, max_delay_ms) pairs to try, and the loads they are judged at.
+    tuning_candidates: tuple[tuple[int, float], ...]
+    tuning_concurrencies: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FULL = Plan(
+    sample_size=2000,
+    limit_s=3.0,
+    padding_s=3.0,
+    load_s=10.0,
+    tuning_load_s=6.0,
+    flask_s=15.0,
+    concurrencies=(1, 8, 64, 256),
+    flask_concurrency=8,
+    multi_concurrency=8,
+    reviews_per_request=32,
+    streams=4,
+    stream_window=64,
+    tuning_candidates=((16, 5.0), (32, 5.0), (64, 5.0), (128, 5.0), (64, 1.0)),
+    tuning_concurrencies=(64, 256),
+)
+
+# CI's smoke run: every section of the report, each measured for a moment. Never judge its figures.
+QUICK = Plan(
+    sample_size=200,
+    limit_s=0.2,
+    padding_s=0.2,
+    load_s=1.0,
+    tuning_load_s=0.5,
+    flask_s=1.0,
+    concurrencies=(1, 8, 64),
+    flask_concurrency=8,
+    multi_concurrency=2,
+    reviews_per_request=32,
+    streams=2,
+    stream_window=16,
+    tuning_candidates=((8, 2.0),),
+    tuning_concurrencies=(64,),
+)

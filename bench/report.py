@@ -1,0 +1,240 @@
+"""results.json -> report.md: the acceptance verdicts first, then every measurement as a table."""
+
+from __future__ import annotations
+
+MIB = 1024 * 1024
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = [_row(header), _row(["---"] * len(header))]
+    return "\n".join(lines + [_row(row) for row in rows])
+
+
+def _errors(run: dict) -> str:
+    if not run["error_count"]:
+        return "0"
+    return ", ".join(f"{code} {count}" for code, count in run["errors"].items())
+
+
+def acceptance_table(verdicts: list[dict]) -> str:
+    rows = [
+        [
+            v["name"],
+            f"{v['measured']:g}",
+            f"{v['comparison']} {v['required']:g}",
+            "PASS" if v["passed"] else "FAIL",
+            v["detail"],
+        ]
+        for v in verdicts
+    ]
+    return _table(["check", "measured", "required", "result", "detail"], rows)
+
+
+def _load_rows(runs: list[dict]) -> list[list]:
+    return [
+        [
+            run["concurrency"],
+            f"{run['reviews_per_s']:.1f}",
+            f"{run['rpc_per_s']:.1f}",
+            *(f"{run['latency_ms'][k]:.1f}" for k in ("p50", "p90", "p99", "max")),
+            run.get("mean_batch_size", "n/a"),
+            _errors(run),
+        ]
+        for run in runs
+    ]
+
+
+_LOAD_HEADER = [
+    "concurrency",
+    "reviews/s",
+    "RPC/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "mean batch",
+    "errors",
+]
+
+
+def _settings(section: dict, defaults: dict) -> str:
+    merged = {**defaults, **section["settings"]}
+    return ", ".join(f"{key}={value:g}" for key, value in merged.items())
+
+
+def render(results: dict) -> str:
+    meta = results["meta"]
+    model, data, machine = meta["model"], meta["data"], meta["machine"]
+    limit, padding = results["limit"], results["padding"]
+    many, flask, memory = results["many_reviews"], results["seed_flask"], results["memory"]
+    tuning = results["tuning"]
+    defaults = meta["server_defaults"]
+    best = limit["best"]
+    parts = [
+        "# Benchmark: micro-batching against the in-process limit and the seed's Flask app",
+        "",
+        f"{'QUICK SMOKE RUN: the figures below mean nothing. ' if meta['quick'] else ''}"
+        f"Run {meta['started_at']} in {meta['elapsed_s']:.0f} s on {machine['cpus']} CPUs "
+        f"({machine['platform']}; Python {machine['python']}, TensorFlow "
+        f"{machine['tensorflow']}, grpcio {machine['grpcio']}). Model {model['name']} version "
+        f"{model['version']} (preset {model['preset'] or '?'}, maxlen {model['maxlen']}). "
+        f"{data['reviews']} IMDB test reviews drawn with seed {data['seed']} from "
+        f"`{data['source']}` (mean {data['mean_words']} words). Load client: "
+        f"{meta['client_procs']} process(es) of grpc.aio on the same machine. Ratios between "
+        "rows are what this measures; absolute figures on a shared machine are noise.",
+        "",
+        "## Acceptance",
+        "",
+        acceptance_table(results["acceptance"]),
+        "",
+        "## 1. Limit: the serving function in-process",
+        "",
+        "`ServingModel.predict` on consecutive batches of the sample, one call at a time, "
+        "as the server's inference thread calls it. Best up to max_batch_size "
+        f"{limit['max_batch_size']}: **{best['reviews_per_s']:.0f} reviews/s at batch "
+        f"{best['batch_size']}**.",
+        "",
+        _table(
+            ["batch size", "reviews/s", "call p50 ms", "call p99 ms", "calls"],
+            [
+                [
+                    p["batch_size"],
+                    f"{p['reviews_per_s']:.1f}",
+                    f"{p['latency_ms']['p50']:.2f}",
+                    f"{p['latency_ms']['p99']:.2f}",
+                    p["batches"],
+                ]
+                for p in limit["points"]
+            ],
+        ),
+        "",
+        f"## 2. Micro-batching on ({_settings(results['batching_on'], defaults)})",
+        "",
+        "Single-review unary `Predict`. Mean batch: reviews per model call, from the "
+        "server's Prometheus counters over the run.",
+        "",
+        _table(_LOAD_HEADER, _load_rows(results["batching_on"]["unary"])),
+        "",
+        f"## 3. Micro-batching off ({_settings(results['batching_off'], defaults)})",
+        "",
+        _table(_LOAD_HEADER, _load_rows(results["batching_off"]["unary"])),
+        "",
+        "## 4. Many reviews per request",
+        "",
+        _table(
+            ["load", "reviews/s", "of limit", "p50 ms", "p99 ms", "mean batch", "errors"],
+            [
+                [
+                    label,
+                    f"{run['reviews_per_s']:.1f}",
+                    f"{run['reviews_per_s'] / best['reviews_per_s']:.0%}",
+                    f"{run['latency_ms']['p50']:.1f}",
+                    f"{run['latency_ms']['p99']:.1f}",
+                    run["mean_batch_size"],
+                    _errors(run),
+                ]
+                for label, run in (
+                    (
+                        f"Predict x{many['predict_x32']['reviews_per_request']}, "
+                        f"{many['predict_x32']['concurrency']} calls in flight",
+                        many["predict_x32"],
+                    ),
+                    (
+                        f"StreamPredict, {many['stream']['concurrency']} streams x "
+                        f"{many['stream']['stream_window']} reviews in flight",
+                        many["stream"],
+                    ),
+                )
+            ],
+        ),
+        "",
+        "Latency here is per call (Predict) or per review (StreamPredict).",
+        "",
+        "## 5. The seed's way: Flask, one `model.predict` per request",
+        "",
+        _table(_LOAD_HEADER[:-2] + ["errors"], [_load_rows([flask])[0][:-2] + [_errors(flask)]]),
+        "",
+        "## 6. Memory (the batching-on server)",
+        "",
+        _table(
+            ["idle RSS", "peak RSS under load", "lifetime peak (VmHWM)"],
+            [
+                [
+                    f"{memory['idle_rss_bytes'] / MIB:.0f} MiB",
+                    f"{memory['peak_rss_under_load_bytes'] / MIB:.0f} MiB",
+                    f"{memory['lifetime_peak_rss_bytes'] / MIB:.0f} MiB",
+                ]
+            ],
+        ),
+        "",
+        "## Padding: short reviews",
+        "",
+        f"The shortest {padding['fraction_of_sample']:.0%} of the sample ({padding['reviews']} "
+        f"reviews, mean {padding['tokens_mean']} tokens, longest {padding['tokens_max']}), "
+        f"in batches of {padding['batch_size']}: each batch padded to its own longest review "
+        f"(as served) vs every review padded to maxlen {padding['maxlen']}. Padding is "
+        f"masked: the largest score difference is {padding['max_abs_score_diff']:.2e}.",
+        "",
+        _table(
+            ["variant", "reviews/s", "call p50 ms", "call p99 ms"],
+            [
+                [
+                    label,
+                    f"{p['reviews_per_s']:.1f}",
+                    f"{p['latency_ms']['p50']:.2f}",
+                    f"{p['latency_ms']['p99']:.2f}",
+                ]
+                for label, p in (
+                    ("as served", padding["as_served"]),
+                    ("padded to maxlen", padding["padded_to_maxlen"]),
+                )
+            ],
+        ),
+        "",
+        f"As served is **{padding['speedup']}x** the throughput of padding to maxlen.",
+        "",
+        "## Tuning max_batch_size and max_delay_ms",
+        "",
+        _tuning(tuning),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _tuning(tuning: dict) -> str:
+    concurrencies = sorted({run["concurrency"] for c in tuning["candidates"] for run in c["unary"]})
+    header = ["max_batch_size", "max_delay_ms"]
+    for c in concurrencies:
+        header += [f"c={c} reviews/s", f"c={c} p99 ms", f"c={c} mean batch"]
+    rows = []
+    for candidate in tuning["candidates"]:
+        by_concurrency = {run["concurrency"]: run for run in candidate["unary"]}
+        row = [candidate["max_batch_size"], f"{candidate['max_delay_ms']:g}"]
+        for c in concurrencies:
+            run = by_concurrency[c]
+            row += [
+                f"{run['reviews_per_s']:.1f}",
+                f"{run['latency_ms']['p99']:.1f}",
+                run["mean_batch_size"],
+            ]
+        rows.append(row)
+    chosen, defaults = tuning["chosen"], tuning["defaults"]
+    verdict = (
+        "the current defaults"
+        if chosen == defaults
+        else f"not the current defaults ({defaults['max_batch_size']}, "
+        f"{defaults['max_delay_ms']:g} ms)"
+    )
+    return "\n".join(
+        [
+            _table(header, rows),
+            "",
+            f"Rule: the highest unary throughput at c={concurrencies[-1]}; among pairs within "
+            "5% of it, the lowest p99 there. This run picks max_batch_size "
+            f"{chosen['max_batch_size']}, max_delay_ms {chosen['max_delay_ms']:g}: {verdict}.",
+        ]
+    )

@@ -1,0 +1,190 @@
+"""`sentiment-server` in a subprocess on a free loopback port: start, read memory, counters; stop.
+
+The benchmark measures the server as users run it: its own process and
+interpreter, settings given as flags, memory read from /proc and batch sizes
+from its Prometheus counters.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+START_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 30.0
+_COUNTERS = ("sentiment_batches", "sentiment_reviews_scored")
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the server binds it a moment later; a race we accept)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_memory_bytes(pid: int) -> dict[str, int]:
+    """{"rss_bytes": VmRSS, "peak_rss_bytes": VmHWM} from /proc/<pid>/status (Linux)."""
+    fields = {"VmRSS": "rss_bytes", "VmHWM": "peak_rss_bytes"}
+    memory: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in fields:
+            amount, unit = value.split()
+            if unit != "kB":
+                raise ValueError(f"/proc/{pid}/status gives {name} in {unit!r}, not kB")
+            memory[fields[name]] = int(amount) * 1024
+    return memory
+
+
+def server_command() -> list[str]:
+    """The installed `sentiment-server` beside this interpreter, else the same code via -m."""
+    script = Path(sys.executable).with_name("sentiment-server")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("sentiment-server")
+    return [found] if found else [sys.executable, "-m", "server.main"]
+
+
+class ServerProcess:
+    """One running `sentiment-server`; use `start_server(...)` to get one that is SERVING."""
+
+    def __init__(self, model_dir: Path, log_path: Path, settings: dict[str, object]):
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.settings = settings
+        flags = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "metrics_port": self.metrics_port,
+            "model_dir": model_dir,
+            "device": "cpu",
+            "stats_interval_s": 0,
+            "log_level": "WARNING",
+            **settings,
+        }
+        argv = [f"--{name.replace('_', '-')}={value}" for name, value in flags.items()]
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115  closed in stop()
+        self.process = subprocess.Popen(
+            server_command() + argv, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def wait_until_serving(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Polls the health service until SERVING; fails with the server's log if it exits."""
+        deadline_s = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"sentiment-server exited with {self.process.returncode} before "
+                        f"serving; its log:\n{self.log_tail()}"
+                    )
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass  # not listening yet
+                if time.monotonic() > deadline_s:
+                    raise TimeoutError(f"sentiment-server did not serve within {timeout_s:g} s")
+                time.sleep(0.2)
+
+    def memory_bytes(self) -> dict[str, int]:
+        return read_memory_bytes(self.process.pid)
+
+    def counters(self) -> dict[str, float]:
+        """The batcher's batch and review counters, scraped from /metrics."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        found = {
+            family.name: family.samples[0].value
+            for family in text_string_to_metric_families(text)
+            if family.name in _COUNTERS
+        }
+        missing = set(_COUNTERS) - set(found)
+        if missing:
+            raise RuntimeError(f"{url} lacks {', '.join(sorted(missing))}")
+        return found
+
+    def stop(self) -> int:
+        """SIGTERM (the server drains), then SIGKILL if it has not gone in time; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def start_server(model_dir: Path, log_path: Path, **settings) -> Iterator[ServerProcess]:
+    """`with start_server(dir, log, max_batch_size=1) as server:` a SERVING server, then stopped."""
+    server = ServerProcess(model_dir, log_path, settings)
+    try:
+        server.wait_until_serving()
+        yield server
+    finally:
+        server.stop()
+
+
+def mean_batch_size(before: dict[str, float], after: dict[str, float]) -> float:
+    """Reviews per batch between two counter readings (0.0 if no batch ran)."""
+    batches = after["sentiment_batches"] - before["sentiment_batches"]
+    reviews = after["sentiment_reviews_scored"] - before["sentiment_reviews_scored"]
+    return reviews / batches if batches else 0.0
+
+
+class PeakRss:
+    """Samples a process's VmRSS on a thread while a load runs: `with PeakRss(pid) as peak:`."""
+
+    def __init__(self, pid: int, interval_s: float = 0.1):
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                rss = read_memory_bytes(self.pid)["rss_bytes"]
+            except (OSError, KeyError):
+                return  # the process is gone
+            self.peak_bytes = max(self.peak_bytes, rss)
+            if self._stop.wait(self.interval_s):
+                return
