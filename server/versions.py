@@ -154,13 +154,19 @@ class ModelManager:
         """Loads the highest version that loads; ModelLoadError if there is none."""
         failed: dict[int, Fingerprint] = {}
         problems = []
-        for version in complete_versions(model_dir):
+        versions = complete_versions(model_dir)
+        for position, version in enumerate(versions):
             try:
                 model = load(version)
             except Exception as exc:
-                logger.error(
-                    "model version %d failed to load; trying older ones: %s", version.version, exc
-                )
+                # The last failure is not logged here: the ModelLoadError names every one,
+                # so a lone broken version gives one error line, not two.
+                if position + 1 < len(versions):
+                    logger.error(
+                        "model version %d failed to load; trying older ones: %s",
+                        version.version,
+                        exc,
+                    )
                 failed[version.version] = fingerprint(version.path)
                 problems.append(f"version {version.version}: {exc}")
                 continue
