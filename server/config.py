@@ -47,6 +47,7 @@ class ServerConfig:
     max_review_bytes: int = 64 * 1024
     default_timeout_ms: float = 30_000.0
     grace_s: float = 10.0
+    max_connection_age_s: float = 0.0
     reflection: bool = True
     metrics_port: int = 0
     http_port: int = 0
@@ -181,6 +182,13 @@ SETTINGS = (
         "deadline for reviews whose caller set none (a caller's shorter one wins)",
     ),
     Setting("grace_s", _number, _between(0, 3600), "time in-flight calls get to finish on stop"),
+    Setting(
+        "max_connection_age_s",
+        _number,
+        _between(0, 86_400),
+        "close each client connection after this long (calls on it get --grace-s to finish), "
+        "so round_robin clients re-resolve DNS and find new replicas; 0: never",
+    ),
     Setting("reflection", _boolean, lambda _: None, "serve gRPC reflection"),
     Setting(
         "metrics_port", _integer, _between(0, 65535), "Prometheus /metrics port; 0 turns it off"

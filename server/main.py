@@ -148,6 +148,7 @@ async def create_server(
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),
             # Without this a second server on a busy port would start and share it silently.
             ("grpc.so_reuseport", 0),
+            *connection_age_options(config),
         ],
     )
     servicer = SentimentServicer(models, batcher, limits)
@@ -182,6 +183,17 @@ async def create_server(
             max_body_bytes=config.max_receive_message_bytes,
         )
     return server, port
+
+
+def connection_age_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC clients re-resolve DNS only when a connection closes: closing each one after
+    --max-connection-age-s lets round_robin clients of a headless Service find new pods."""
+    if config.max_connection_age_s <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", round(1000 * config.max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", round(1000 * config.grace_s)),
+    ]
 
 
 def load_models(config: ServerConfig) -> ModelManager:
