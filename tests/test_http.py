@@ -395,9 +395,10 @@ def test_a_busy_http_port_stops_start_up_with_a_named_error(start_server):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy_port = taken.getsockname()[1]
+        server = start_server(http_port=busy_port)
         with pytest.raises(StartupError, match=f"cannot serve HTTP on 127.0.0.1:{busy_port}"):
-            with start_server(http_port=busy_port):
-                pass
+            server.__enter__()
+        server._thread.join(30)  # so its re-raised error is reported within this test
 
 
 def test_no_http_listener_unless_asked(start_server):
