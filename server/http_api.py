@@ -142,7 +142,7 @@ class HttpApi:
         # its queued reviews, as a cancelled gRPC call does.
         runner = web.AppRunner(
             self.app(),
-            access_log=None,  # like the gRPC side: no line per call; the batcher stats say more
+            access_log=None,  # no line per request: under load it would drown the server log
             handler_cancellation=True,
             shutdown_timeout=_FLUSH_TIMEOUT_S,
         )
