@@ -148,7 +148,7 @@ class _Call:
 
 def _final_code(context, error: BaseException | None) -> grpc.StatusCode:
     """The status the caller sees: set by abort/set_code, else implied by how the handler ended."""
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # the call was cut short
         remaining_s = context.time_remaining()
         if remaining_s is not None and remaining_s <= 0:
             return grpc.StatusCode.DEADLINE_EXCEEDED
