@@ -38,8 +38,11 @@ DEFAULT_OUT = REPO_ROOT / "reports" / "bench"
 OUTPUT_FILES = ("results.json", "report.md", "throughput.png", "p99_latency.png")
 
 
+_STARTED_S = time.monotonic()
+
+
 def say(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    print(f"bench [{time.monotonic() - _STARTED_S:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +173,9 @@ def measure_server(ctx: Context, name: str, settings: dict, extra_loads: bool) -
 def measure_tuning(ctx: Context, defaults: dict, batching_on: dict) -> dict:
     """Unary throughput and tail latency for each (max_batch_size, max_delay_ms) candidate."""
     candidates = []
-    for max_batch_size, max_delay_ms in ctx.plan.tuning_candidates:
+    pairs = [(defaults["max_batch_size"], defaults["max_delay_ms"])]
+    pairs += [pair for pair in ctx.plan.tuning_candidates if pair not in pairs]
+    for max_batch_size, max_delay_ms in sorted(pairs):
         settings = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms}
         if settings == defaults:
             runs = [

@@ -1,0 +1,229 @@
+"""Tests for the benchmark (bench/): one quick end-to-end run checked for shape, plus its parts.
+
+Never a timing: the quick run's figures are meaningless on a shared CI machine;
+only the report's completeness and the properties that hold at any speed
+(batching off forms batches of 1, padding leaves scores unchanged) are checked.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import acceptance, report
+from bench.limit import batch_sizes_up_to, best
+from bench.plan import QUICK
+from bench.run import OUTPUT_FILES, choose
+from bench.server_proc import mean_batch_size, read_memory_bytes
+from tests.imdb_fixture import make_aclimdb
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """`python -m bench.run --quick` against the tiny model and a made-up aclImdb; its out dir."""
+    root = tmp_path_factory.mktemp("bench")
+    data = make_aclimdb(root / "data", per_class=QUICK.sample_size // 2)
+    out = root / "out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--model-dir", str(tiny_model_dir)]
+        + ["--data", str(data), "--out", str(out)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(quick_run) -> dict:
+    return json.loads((quick_run / "results.json").read_text())
+
+
+def test_quick_run_writes_every_output_file(quick_run):
+    for name in OUTPUT_FILES:
+        assert (quick_run / name).stat().st_size > 0, name
+    for name in ("throughput.png", "p99_latency.png"):
+        assert (quick_run / name).read_bytes().startswith(PNG_MAGIC), name
+
+
+def test_results_hold_every_section(results):
+    for key in ("meta", "limit", "padding", "batching_on", "batching_off", "many_reviews"):
+        assert key in results
+    for key in ("seed_flask", "memory", "tuning", "acceptance"):
+        assert key in results
+    assert results["meta"]["quick"] is True
+    assert results["meta"]["data"]["reviews"] == QUICK.sample_size
+
+
+def test_limit_covers_batch_sizes_up_to_the_largest_tried(results):
+    limit = results["limit"]
+    largest = max(
+        [results["meta"]["server_defaults"]["max_batch_size"]]
+        + [size for size, _ in QUICK.tuning_candidates]
+    )
+    assert [p["batch_size"] for p in limit["points"]] == batch_sizes_up_to(largest)
+    assert all(p["reviews_per_s"] > 0 for p in limit["points"])
+    assert limit["batch_1"]["batch_size"] == 1
+    assert limit["best"]["batch_size"] <= limit["max_batch_size"]
+
+
+def test_every_load_ran_without_errors(results):
+    runs = [
+        *results["batching_on"]["unary"],
+        *results["batching_off"]["unary"],
+        *results["many_reviews"].values(),
+        results["seed_flask"],
+    ]
+    for run in runs:
+        assert run["error_count"] == 0, run
+        assert run["reviews"] > 0 and run["reviews_per_s"] > 0, run
+        latency = run["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"], run
+    for name in ("batching_on", "batching_off"):
+        concurrencies = [run["concurrency"] for run in results[name]["unary"]]
+        assert concurrencies == list(QUICK.concurrencies)
+
+
+def test_batching_off_forms_batches_of_one_and_predict_x32_forms_bigger_ones(results):
+    assert all(run["mean_batch_size"] == 1.0 for run in results["batching_off"]["unary"])
+    # Each Predict call queues its 32 reviews at once, so batches hold more than one review.
+    assert results["many_reviews"]["predict_x32"]["mean_batch_size"] > 1.0
+
+
+def test_padding_to_maxlen_changes_no_score(results):
+    padding = results["padding"]
+    assert padding["max_abs_score_diff"] <= 1e-5
+    assert padding["tokens_max"] <= padding["maxlen"]
+    assert padding["as_served"]["reviews_per_s"] > 0 < padding["padded_to_maxlen"]["reviews_per_s"]
+
+
+def test_memory_is_read_from_the_server_process(results):
+    memory = results["memory"]
+    assert memory["idle_rss_bytes"] > 10 * 1024 * 1024  # a Python process with TensorFlow
+    assert memory["lifetime_peak_rss_bytes"] >= memory["idle_rss_bytes"]
+    assert memory["peak_rss_under_load_bytes"] > 0
+
+
+def test_tuning_tries_every_candidate_and_picks_one_of_them(results):
+    tuning = results["tuning"]
+    tried = [(c["max_batch_size"], c["max_delay_ms"]) for c in tuning["candidates"]]
+    defaults = results["meta"]["server_defaults"]
+    assert (defaults["max_batch_size"], defaults["max_delay_ms"]) in tried
+    assert set(tried) >= {tuple(pair) for pair in QUICK.tuning_candidates}
+    chosen = tuning["chosen"]
+    assert (chosen["max_batch_size"], chosen["max_delay_ms"]) in tried
+
+
+def test_report_names_every_check_with_a_verdict(quick_run, results):
+    text = (quick_run / "report.md").read_text()
+    assert text.startswith("# Benchmark")
+    assert "QUICK SMOKE RUN" in text
+    verdicts = results["acceptance"]
+    assert len(verdicts) == 6
+    for verdict in verdicts:
+        assert isinstance(verdict["passed"], bool)
+        assert verdict["name"] in text
+    assert text.count("| PASS |") + text.count("| FAIL |") == len(verdicts)
+    for heading in ("## Acceptance", "## 1. Limit", "## 5. The seed's way", "## Tuning"):
+        assert heading in text
+
+
+def test_acceptance_ratio_passes_at_8x_and_fails_below(results):
+    changed = copy.deepcopy(results)
+    off = acceptance.unary_at(changed["batching_off"], 64)
+    on = acceptance.unary_at(changed["batching_on"], 64)
+    off["reviews_per_s"] = 100.0
+    on["reviews_per_s"] = 800.0
+    assert acceptance.judge(changed, 1.0)[0]["passed"] is True
+    on["reviews_per_s"] = 799.0
+    first = acceptance.judge(changed, 1.0)[0]
+    assert first["passed"] is False and first["measured"] == pytest.approx(7.99)
+    assert acceptance.judge(changed, 601.0)[-1]["passed"] is False
+
+
+def test_acceptance_latency_check_allows_2_ms_over_in_process_batch_1(results):
+    changed = copy.deepcopy(results)
+    changed["limit"]["batch_1"]["latency_ms"]["p50"] = 10.0
+    acceptance.unary_at(changed["batching_on"], 1)["latency_ms"]["p50"] = 12.0
+    assert acceptance.judge(changed, 1.0)[4]["passed"] is True
+    acceptance.unary_at(changed["batching_on"], 1)["latency_ms"]["p50"] = 12.1
+    assert acceptance.judge(changed, 1.0)[4]["passed"] is False
+    assert "| FAIL |" in report.acceptance_table(acceptance.judge(changed, 1.0))
+
+
+# -- parts, without servers ---------------------------------------------------------------
+
+
+def test_batch_sizes_double_up_to_and_including_the_largest():
+    assert batch_sizes_up_to(1) == [1]
+    assert batch_sizes_up_to(32) == [1, 2, 4, 8, 16, 32]
+    assert batch_sizes_up_to(48) == [1, 2, 4, 8, 16, 32, 48]
+
+
+def test_best_limit_ignores_batch_sizes_above_the_server_maximum():
+    points = [{"batch_size": n, "reviews_per_s": float(n)} for n in (1, 8, 32, 64)]
+    assert best(points, 32)["batch_size"] == 32
+    with pytest.raises(ValueError, match="batch size <= 0"):
+        best(points, 0)
+
+
+def _candidate(size: int, reviews_per_s: float, p99_ms: float) -> dict:
+    run = {"concurrency": 256, "reviews_per_s": reviews_per_s, "latency_ms": {"p99": p99_ms}}
+    low = {"concurrency": 64, "reviews_per_s": 1.0, "latency_ms": {"p99": 1.0}}
+    return {"max_batch_size": size, "max_delay_ms": 5.0, "unary": [low, run]}
+
+
+def test_tuning_prefers_the_lower_tail_among_near_equal_throughputs():
+    candidates = [_candidate(32, 520, 300), _candidate(64, 530, 500), _candidate(128, 540, 900)]
+    # 520 and 530 are within 5% of 540: the lowest p99 of those three wins.
+    assert choose(candidates) == {"max_batch_size": 32, "max_delay_ms": 5.0}
+    candidates[0] = _candidate(32, 400, 300)  # now too slow to be considered
+    assert choose(candidates) == {"max_batch_size": 64, "max_delay_ms": 5.0}
+
+
+def test_mean_batch_size_is_reviews_over_batches_between_readings():
+    before = {"sentiment_batches": 10, "sentiment_reviews_scored": 100}
+    after = {"sentiment_batches": 14, "sentiment_reviews_scored": 180}
+    assert mean_batch_size(before, after) == 20.0
+    assert mean_batch_size(after, after) == 0.0
+
+
+def test_memory_of_this_process_is_read_from_proc():
+    memory = read_memory_bytes(os.getpid())
+    assert 0 < memory["rss_bytes"] <= memory["peak_rss_bytes"]
+
+
+def test_padded_to_maxlen_scores_equal_the_served_scores(serving_model):
+    from bench.padding import PaddedToMaxlen, max_score_difference, shortest
+
+    reviews = ["a great film", "awful, boring and dull", "the plot was moving and superb indeed"]
+    scores = PaddedToMaxlen(serving_model)(reviews)
+    assert len(scores) == 3
+    assert max_score_difference(serving_model, reviews, batch_size=2) <= 1e-5
+    assert shortest(reviews, fraction=0.34, at_least=1) == ["a great film"]
+
+
+def test_seed_app_answers_like_the_seed(tiny_model_dir):
+    from bench.seed_app import create_app
+
+    client = create_app(tiny_model_dir).test_client()
+    answer = client.post("/predict", json={"review": "a great and wonderful film"})
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["sentiment"] in ("Positive", "Negative")
+    assert 0.0 <= body["score"] <= 1.0
+    assert (body["sentiment"] == "Positive") == (body["score"] >= 0.5)
+    assert client.post("/predict", json={"text": "wrong key"}).status_code == 400
