@@ -1,0 +1,154 @@
+"""Overload: a full queue refuses new work at once with RESOURCE_EXHAUSTED and a retry hint,
+never holds more than --queue-capacity reviews, and finishes the work it admitted; the client
+library's retries (gRPC's own retry policy) ride the overload out within the caller's deadline.
+
+A GatedModel (the real model, held busy until the test releases it) makes the queue fill
+deterministically, with no timing assumptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import grpc
+import pytest
+
+from client import OverloadedError, RetryPolicy, SentimentClient, sentiment_pb2
+from client import sentiment_pb2_grpc as stubs
+from tests.model_spies import GatedModel
+
+CAPACITY = 8
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def until(condition, timeout_s: float = 30) -> None:
+    deadline_s = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline_s, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def request(*reviews: str) -> sentiment_pb2.PredictRequest:
+    return sentiment_pb2.PredictRequest(reviews=list(reviews))
+
+
+async def _fill_then_flood(running, model: GatedModel) -> dict:
+    async with grpc.aio.insecure_channel(running.target) as channel:
+        stub = stubs.SentimentServiceStub(channel)
+        first = asyncio.ensure_future(stub.Predict(request("in the model"), timeout=60))
+        await until(lambda: model.calls)  # the model is busy with it; the queue is empty
+        admitted_reviews = [[f"admitted {i} {k} great" for k in range(4)] for i in range(2)]
+        admitted = [
+            asyncio.ensure_future(stub.Predict(request(*reviews), timeout=60))
+            for reviews in admitted_reviews
+        ]
+        await until(lambda: running.server.stats().queue_depth == CAPACITY)
+
+        deepest = 0
+
+        async def watch_depth() -> None:
+            nonlocal deepest
+            while True:
+                deepest = max(deepest, running.server.stats().queue_depth)
+                await asyncio.sleep(0.001)
+
+        watcher = asyncio.ensure_future(watch_depth())
+        flood = [stub.Predict(request(f"flood {i}"), timeout=60) for i in range(200)]
+        refused = await asyncio.gather(*flood, return_exceptions=True)
+        stream_requests = [
+            sentiment_pb2.StreamPredictRequest(id=str(i), review="flooding stream")
+            for i in range(50)
+        ]
+        streamed = [r async for r in stub.StreamPredict(iter(stream_requests), timeout=60)]
+        watcher.cancel()
+        # Everything above was answered while the model was still held: refusals do not wait.
+        busy_calls = len(model.calls)
+        stats = running.server.stats()
+
+        model.release.set()
+        done = await asyncio.gather(first, *admitted)
+        return {
+            "refused": refused,
+            "streamed": streamed,
+            "busy_calls": busy_calls,
+            "stats": stats,
+            "deepest": deepest,
+            "done": done,
+            "admitted_reviews": admitted_reviews,
+        }
+
+
+def test_a_full_queue_refuses_at_once_holds_its_capacity_and_finishes_what_it_admitted(
+    start_server, serving_model
+):
+    model = GatedModel(serving_model)
+    settings = {"queue_capacity": CAPACITY, "max_batch_size": 4, "max_reviews_per_request": 4}
+    with start_server(model=model, **settings) as running:
+        seen = asyncio.run(_fill_then_flood(running, model))
+
+    assert seen["busy_calls"] == 1, "the model ran while refusals were being answered"
+    for error in seen["refused"]:
+        assert isinstance(error, grpc.RpcError) and error.code() == RESOURCE_EXHAUSTED, error
+        assert "the queue is full (8 of 8 reviews waiting" in error.details()
+        assert "retry after about" in error.details()
+        assert int(dict(error.trailing_metadata())["grpc-retry-pushback-ms"]) >= 1
+    assert [r.id for r in seen["streamed"]] == [str(i) for i in range(50)]
+    for response in seen["streamed"]:
+        assert response.error.code == RESOURCE_EXHAUSTED.value[0]
+        assert "retry after about" in response.error.message
+    # Memory stays bounded: the queue never held more than its capacity, however many came.
+    assert seen["deepest"] <= CAPACITY
+    assert (seen["stats"].queue_depth, seen["stats"].rejected_full) == (CAPACITY, 250)
+    # The admitted work completes, with the real model's scores.
+    first, *admitted = seen["done"]
+    assert first.predictions[0].score == pytest.approx(serving_model.predict(["in the model"])[0])
+    for reviews, response in zip(seen["admitted_reviews"], admitted, strict=True):
+        assert [p.score for p in response.predictions] == pytest.approx(
+            serving_model.predict(reviews), abs=1e-5
+        )
+    assert sorted(model.reviews_scored) == sorted(
+        ["in the model", *seen["admitted_reviews"][0], *seen["admitted_reviews"][1]]
+    )
+
+
+def test_the_client_retries_a_full_queue_until_admitted_within_its_deadline(
+    start_server, serving_model
+):
+    model = GatedModel(serving_model)
+    # A long max_delay_ms makes the server's retry hint long, so the releaser below
+    # (which waits for the first refusal of the retrying call) always acts before the retry.
+    settings = {"queue_capacity": 2, "max_batch_size": 2, "max_reviews_per_request": 2}
+    with start_server(model=model, max_delay_ms=300, **settings) as running:
+        with grpc.insecure_channel(running.target) as channel:
+            stub = stubs.SentimentServiceStub(channel)
+            first = stub.Predict.future(request("in the model"), timeout=60)
+            while not model.calls:
+                time.sleep(0.005)
+            queued = stub.Predict.future(request("queued one", "queued two"), timeout=60)
+            while running.server.stats().queue_depth < 2:
+                time.sleep(0.005)
+            with SentimentClient(running.target, retry=None) as impatient:
+                with pytest.raises(OverloadedError):
+                    impatient.predict(["no retries"])
+
+            def release_after_the_next_refusal() -> None:
+                while running.server.stats().rejected_full < 2:
+                    time.sleep(0.002)
+                model.release.set()
+
+            releaser = threading.Thread(target=release_after_the_next_refusal, daemon=True)
+            releaser.start()
+            retrying = RetryPolicy(max_attempts=5, initial_backoff_s=0.2, max_backoff_s=1.0)
+            with SentimentClient(running.target, retry=retrying, timeout_s=30) as patient:
+                (prediction,) = patient.predict(["retried until admitted"])
+            releaser.join(10)
+            first.result()
+            queued.result()
+            rejected = running.server.stats().rejected_full
+    assert rejected >= 2  # the retrying call was refused at least once, then admitted
+    expected = serving_model.predict(["retried until admitted"])[0]
+    assert prediction.score == pytest.approx(expected, abs=1e-5)
+    assert "retried until admitted" in model.reviews_scored
+    assert "no retries" not in model.reviews_scored
