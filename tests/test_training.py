@@ -40,7 +40,8 @@ def test_writes_a_complete_versioned_directory(tiny_run):
     metadata = json.loads((version_dir / "metadata.json").read_text())
     assert metadata["version"] == 1 and metadata["preset"] == "tiny"
     assert metadata["maxlen"] == 40 and metadata["decision_threshold"] == 0.5
-    assert metadata["data"]["train_reviews"] == 240 and metadata["data"]["validation_reviews"] == 60
+    assert metadata["data"]["validation_reviews"] == 60  # 20%, in blocks of 3 ids per label
+    assert metadata["data"]["train_reviews"] == 240
     assert len(metadata["data"]["sha256"]) == 64
     assert set(metadata["versions"]) >= {"tensorflow", "keras"}
     assert set(metadata["metrics"]) == {"validation", "test"}
@@ -67,12 +68,26 @@ def test_reloads_in_safe_mode_with_the_same_scores(tiny_run):
     np.testing.assert_allclose(one_by_one, evaluate.score_texts(reloaded, texts)[:5], atol=1e-5)
 
 
-def test_validation_split_is_shuffled_and_disjoint():
+def test_validation_split_is_shuffled_stratified_and_disjoint():
     split = imdb.Split([f"r{i}" for i in range(100)], np.array([0] * 50 + [1] * 50))
     fit, val = train.split_train_validation(split, 0.2, seed=3)
     assert len(val) == 20 and len(fit) == 80
     assert not set(fit.texts) & set(val.texts)
-    assert 0 < val.labels.sum() < 20  # both classes, unlike Keras' last-20% split
+    assert val.labels.sum() == 10  # both classes, unlike Keras' last-20% split
+    assert fit.labels[:40].sum() not in (0, 40)  # shuffled, not label-sorted
+
+
+def test_validation_keeps_blocks_of_consecutive_ids_together():
+    # 12,500 reviews per label: blocks of 100 consecutive ids (one movie's
+    # reviews are neighbours) go wholly to one side.
+    n = 12_500
+    ids = np.concatenate([np.arange(n), np.arange(n)])
+    split = imdb.Split([f"r{i}" for i in range(2 * n)], np.array([0] * n + [1] * n), ids)
+    fit, val = train.split_train_validation(split, 0.2, seed=5)
+    assert len(val) == 5000
+    val_blocks = {(int(label), int(i) // 100) for label, i in zip(val.labels, val.ids, strict=True)}
+    fit_blocks = {(int(label), int(i) // 100) for label, i in zip(fit.labels, fit.ids, strict=True)}
+    assert len(val_blocks) == 50 and not val_blocks & fit_blocks
 
 
 def test_seed_preset_has_the_reports_parameter_count():

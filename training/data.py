@@ -15,7 +15,8 @@ ENV_VAR = "IMDB_DATA"
 SPLITS = ("train", "test")
 LABELS = {"neg": 0, "pos": 1}
 # aclImdb/<split>/<neg|pos>/<id>_<rating>.txt, optionally below leading folders.
-_REVIEW_PATH = re.compile(r"(?:^|/)aclImdb/(train|test)/(neg|pos)/[^/]+\.txt$")
+_REVIEW_PATH = re.compile(r"(?:^|/)aclImdb/(train|test)/(neg|pos)/(\d+)_\d+\.txt$")
+_FILE_NAME = re.compile(r"^(\d+)_\d+\.txt$")
 EXPECTED = "the aclImdb layout: aclImdb/{train,test}/{neg,pos}/*.txt"
 
 
@@ -25,10 +26,15 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Split:
-    """One split of the data set: review texts and 0/1 labels (1 = positive)."""
+    """One split of the data set: review texts, 0/1 labels (1 = positive) and file ids.
+
+    `ids` are the `<id>` of `<id>_<rating>.txt`. Within a label folder, reviews
+    of the same movie have consecutive ids.
+    """
 
     texts: list[str]
     labels: np.ndarray
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -64,14 +70,15 @@ def load(path: str | os.PathLike | None = None) -> Dataset:
         digest = file_sha256(path)
     splits = {}
     for split in SPLITS:
-        items = sorted(reviews[split])  # stable order, whatever the archive's
-        if not items or len({label for _, label, _ in items}) < 2:
+        items = sorted(reviews[split])  # (label, id): stable, whatever the archive's order
+        if not items or len({label for label, _, _ in items}) < 2:
             raise DataError(
                 f"{path}: no {split} reviews of both labels found (expected {EXPECTED})"
             )
         splits[split] = Split(
             texts=[text for _, _, text in items],
-            labels=np.array([label for _, label, _ in items], dtype=np.int32),
+            labels=np.array([label for label, _, _ in items], dtype=np.int32),
+            ids=np.array([review_id for _, review_id, _ in items], dtype=np.int64),
         )
     return Dataset(train=splits["train"], test=splits["test"], source=path, sha256=digest)
 
@@ -84,11 +91,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _empty() -> dict[str, list[tuple[str, int, str]]]:
+def _empty() -> dict[str, list[tuple[int, int, str]]]:
     return {split: [] for split in SPLITS}
 
 
-def _read_archive(path: Path) -> dict[str, list[tuple[str, int, str]]]:
+def _read_archive(path: Path) -> dict[str, list[tuple[int, int, str]]]:
     reviews = _empty()
     try:
         with tarfile.open(path, "r:*") as archive:
@@ -96,15 +103,16 @@ def _read_archive(path: Path) -> dict[str, list[tuple[str, int, str]]]:
                 match = _REVIEW_PATH.search(member.name)
                 if not member.isfile() or not match:
                     continue
-                split, label = match.groups()
+                split, label, review_id = match.groups()
                 raw = archive.extractfile(member).read()
-                reviews[split].append((member.name, LABELS[label], _decode(raw, member.name)))
+                text = _decode(raw, member.name)
+                reviews[split].append((LABELS[label], int(review_id), text))
     except (tarfile.TarError, EOFError, OSError, UnicodeError) as e:
         raise DataError(f"{path}: not a readable .tar.gz archive ({e}); expected {EXPECTED}") from e
     return reviews
 
 
-def _read_directory(path: Path) -> dict[str, list[tuple[str, int, str]]]:
+def _read_directory(path: Path) -> dict[str, list[tuple[int, int, str]]]:
     root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
     reviews = _empty()
     for split in SPLITS:
@@ -113,7 +121,10 @@ def _read_directory(path: Path) -> dict[str, list[tuple[str, int, str]]]:
             if not folder.is_dir():
                 continue
             for file in folder.glob("*.txt"):
-                reviews[split].append((str(file), value, _decode(file.read_bytes(), file)))
+                match = _FILE_NAME.match(file.name)
+                if match:
+                    text = _decode(file.read_bytes(), file)
+                    reviews[split].append((value, int(match.group(1)), text))
     return reviews
 
 

@@ -57,3 +57,33 @@ class KeepLastTokens(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "maxlen": self.maxlen}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TokenDropout(keras.layers.Layer):
+    """While training, replaces each real token id by the OOV id with probability `rate`.
+
+    Word dropout: the model cannot lean on any one word, such as an actor's name
+    that only this movie's reviews share. Padding (0) stays padding, so masks are
+    unchanged; at inference the layer is the identity.
+    """
+
+    def __init__(self, rate: float, oov_id: int = 1, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.oov_id = int(oov_id)
+        self.seed = seed
+        self._generator = keras.random.SeedGenerator(seed)
+
+    def call(self, ids, training=False):
+        if not training or self.rate <= 0:
+            return ids
+        drop = keras.random.uniform(tf.shape(ids), seed=self._generator) < self.rate
+        drop = tf.logical_and(drop, tf.not_equal(ids, 0))
+        return tf.where(drop, tf.cast(self.oov_id, ids.dtype), ids)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "oov_id": self.oov_id, "seed": self.seed}

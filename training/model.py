@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 
 import keras
 
-from training.layers import KeepLastTokens, standardize_review
+from training.layers import KeepLastTokens, TokenDropout, standardize_review
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Preset:
     maxlen: int  # tokens kept per review: its last `maxlen`
     embedding_dim: int
     embedding_dropout: float  # drops whole embedding channels (SpatialDropout1D)
+    token_dropout: float  # word dropout: real tokens replaced by OOV while training
     lstm_units: int
     bidirectional: bool
     # "last": the LSTM's final state; "mean": masked mean of its outputs over all
@@ -47,6 +48,7 @@ PRESETS = {
         maxlen=200,
         embedding_dim=32,
         embedding_dropout=0.0,
+        token_dropout=0.0,
         lstm_units=64,
         bidirectional=False,
         pooling="last",
@@ -64,6 +66,7 @@ PRESETS = {
         maxlen=500,
         embedding_dim=64,
         embedding_dropout=0.0,
+        token_dropout=0.0,
         lstm_units=64,
         bidirectional=True,
         pooling="mean",
@@ -82,6 +85,7 @@ PRESETS = {
         maxlen=40,
         embedding_dim=8,
         embedding_dropout=0.0,
+        token_dropout=0.0,
         lstm_units=8,
         bidirectional=False,
         pooling="mean",
@@ -120,9 +124,12 @@ def build_vectorizer(preset: Preset) -> keras.layers.TextVectorization:
 def build_classifier(preset: Preset) -> keras.Model:
     """Token ids [batch, time] (0 = padding) -> P(positive) [batch, 1]."""
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    x = ids
+    if preset.token_dropout:
+        x = TokenDropout(preset.token_dropout, name="token_dropout")(x)
     x = keras.layers.Embedding(
         preset.vocab_size, preset.embedding_dim, mask_zero=True, name="embedding"
-    )(ids)
+    )(x)
     if preset.embedding_dropout:
         x = keras.layers.SpatialDropout1D(preset.embedding_dropout, name="embedding_dropout")(x)
     if preset.pooling not in POOLINGS:
