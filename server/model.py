@@ -23,6 +23,7 @@ import tensorflow as tf
 
 import training.layers  # noqa: F401  registers the custom objects safe mode rebuilds by name
 from server.errors import InferenceError, InvalidReviewError, ModelLoadError, StartupError
+from server.length_groups import group_by_length
 from server.versions import ModelVersion, complete_versions
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ logger = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
 REQUIRED_LAYERS = ("vectorize", "keep_last_tokens", "classifier")
 REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_size": int}
+# The LSTM's cost on the CPU (measured on 2 cores, BiLSTM-64): about 55 us per time step
+# plus 3.2 us per row and step, and 0.5 ms per call; so one step costs about as much as 16
+# rows, and one call as 150 row-steps. Only the grouping of a batch depends on these.
+STEP_OVERHEAD_ROWS = 16.0
+CALL_OVERHEAD_ROW_STEPS = 150.0
 # Standardisation keeps only ASCII word characters (RE2's \w), so text in other scripts,
 # emoji or punctuation alone leaves nothing, and an all-padding row must not reach the LSTM.
 NO_WORDS = (
@@ -153,9 +159,12 @@ class ServingModel:
         has_words = np.flatnonzero(lengths)
         results: list[float | Exception] = [InvalidReviewError(NO_WORDS) for _ in reviews]
         if has_words.size:
-            # Drop wordless rows (a fully masked row breaks cuDNN) and any padding only they needed.
-            kept = ids[has_words, : int(lengths.max())]
-            scores = self.score(kept)
+            # Drop wordless rows (a fully masked row breaks cuDNN); score rows of similar
+            # length together, each group padded only to its own longest review.
+            kept, kept_lengths = ids[has_words], lengths[has_words]
+            scores = np.empty(len(kept), dtype=np.float64)
+            for rows in group_by_length(kept_lengths, STEP_OVERHEAD_ROWS, CALL_OVERHEAD_ROW_STEPS):
+                scores[rows] = self.score(kept[rows, : int(kept_lengths[rows].max())])
             for index, value in zip(has_words.tolist(), scores.tolist(), strict=True):
                 results[index] = (
                     value if math.isfinite(value) else InferenceError(f"the model scored {value}")
