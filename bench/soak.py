@@ -1,0 +1,218 @@
+"""`make soak`: a long mixed load on a real `sentiment-server` subprocess; nothing may be lost.
+
+    .venv/bin/python -m bench.soak              # 100,000 requests at concurrency 128
+    .venv/bin/python -m bench.soak --quick      # CI's short version (a few thousand)
+    .venv/bin/python -m bench.soak --model-dir models/imdb-lstm --json-out soak.json
+
+The load (bench.soak_load) mixes valid single- and multi-review calls, streams,
+bad inputs, client cancellations and too-short deadlines, over loopback only.
+The report counts requests sent, results, each error code and lost requests,
+and reads the server's RSS at start, after warm-up, at its peak and at the end.
+It passes when nothing is lost or unexpected, RSS grew under 50 MiB after
+warm-up, every request ran within the time bound and the server drained to exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.server_proc import PeakRss, ServerProcess
+from bench.soak_load import MIX, Mix, Tally, run_load, synthetic_review
+from server.config import DEFAULT_MODEL_DIR, ServerConfig
+
+MIB = 1024 * 1024
+MAX_RSS_GROWTH_MIB = 50
+WARM_UP_FRACTION = 0.1  # RSS after this share of the requests is the baseline for growth
+CHANNELS = 4
+
+
+@dataclass(frozen=True)
+class Plan:
+    requests: int
+    concurrency: int
+    max_duration_s: float  # of the load; start-up and drain come on top
+
+
+FULL = Plan(requests=100_000, concurrency=128, max_duration_s=540)
+QUICK = Plan(requests=3_000, concurrency=128, max_duration_s=120)
+
+
+def say(message: str) -> None:
+    print(f"soak: {message}", file=sys.stderr, flush=True)
+
+
+def mib(value_bytes: float) -> float:
+    return round(value_bytes / MIB, 1)
+
+
+def build_report(
+    plan: Plan,
+    tally: Tally,
+    elapsed_s: float,
+    cut_short: bool,
+    rss: dict[str, float],
+    exit_code: int,
+    model_dir: Path,
+) -> dict:
+    codes = tally.codes()
+    lost = tally.lost + max(tally.unaccounted, 0)
+    sent = sum(tally.sent.values())
+    report = {
+        "requests_planned": plan.requests,
+        "requests_sent": sent,
+        "results": codes.get("OK", 0),
+        "errors": {code: n for code, n in sorted(codes.items()) if code != "OK"},
+        "lost": lost,
+        "unexpected": tally.unexpected,
+        "examples": tally.examples,
+        "by_kind": {
+            kind: {"sent": tally.sent[kind], "outcomes": dict(tally.by_kind.get(kind, {}))}
+            for kind in MIX
+        },
+        "stream_reviews": {
+            "sent": tally.stream_reviews_sent,
+            "outcomes": dict(tally.stream_reviews),
+        },
+        "concurrency": plan.concurrency,
+        "elapsed_s": round(elapsed_s, 1),
+        "requests_per_s": round(sent / elapsed_s, 1) if elapsed_s else 0.0,
+        "time_bound_s": plan.max_duration_s,
+        "cut_short_by_time_bound": cut_short,
+        "server_rss_mib": {name: mib(value) for name, value in rss.items()},
+        "rss_growth_after_warm_up_mib": mib(rss["end"] - rss["after_warm_up"]),
+        "server_exit_code": exit_code,
+        "model_dir": str(model_dir),
+    }
+    failures = []
+    if lost:
+        failures.append(f"{lost} requests lost")
+    if tally.unexpected:
+        failures.append(f"{tally.unexpected} unexpected outcomes")
+    if report["rss_growth_after_warm_up_mib"] >= MAX_RSS_GROWTH_MIB:
+        failures.append(f"RSS grew {report['rss_growth_after_warm_up_mib']} MiB after warm-up")
+    if cut_short or sent < plan.requests:
+        failures.append(f"only {sent} of {plan.requests} requests ran within the time bound")
+    if exit_code != 0:
+        failures.append(f"the server exited {exit_code} after SIGTERM")
+    report["failures"] = failures
+    report["passed"] = not failures
+    return report
+
+
+def format_report(report: dict) -> str:
+    rss = report["server_rss_mib"]
+    failures = report["failures"]
+    lines = [
+        f"requests sent   {report['requests_sent']:,} of {report['requests_planned']:,} "
+        f"at concurrency {report['concurrency']} in {report['elapsed_s']} s "
+        f"({report['requests_per_s']} req/s)",
+        f"results         {report['results']:,}",
+        "errors          "
+        + (", ".join(f"{code} {n:,}" for code, n in report["errors"].items()) or "none"),
+        f"lost            {report['lost']}",
+        f"unexpected      {report['unexpected']}",
+        f"stream reviews  {report['stream_reviews']['sent']:,} sent: "
+        + ", ".join(f"{c} {n:,}" for c, n in sorted(report["stream_reviews"]["outcomes"].items())),
+        f"server RSS MiB  start {rss['start']}, after warm-up {rss['after_warm_up']}, "
+        f"peak {rss['peak']}, end {rss['end']} "
+        f"(growth after warm-up {report['rss_growth_after_warm_up_mib']})",
+        f"server exit     {report['server_exit_code']}",
+        "verdict         " + ("PASS" if report["passed"] else "FAIL: " + "; ".join(failures)),
+    ]
+    for kind, numbers in report["by_kind"].items():
+        outcomes = ", ".join(f"{c} {n:,}" for c, n in sorted(numbers["outcomes"].items()))
+        lines.append(f"  {kind:<15} {numbers['sent']:>7,}  {outcomes}")
+    return "\n".join(lines)
+
+
+def soak(plan: Plan, model_dir: Path, work_dir: Path, seed: int, reviews: list[str]) -> dict:
+    defaults = ServerConfig()
+    server = ServerProcess(model_dir, work_dir / "server.log", {"log_level": "WARNING"})
+    try:
+        server.wait_until_serving()
+        rss = {"start": float(server.memory_bytes()["rss_bytes"])}
+        say(f"server up on {server.target}, RSS {mib(rss['start'])} MiB; {plan}")
+        mix = Mix(reviews, defaults.max_review_bytes, defaults.max_reviews_per_request)
+        warm_up_at = max(1, int(plan.requests * WARM_UP_FRACTION))
+        report_every = max(1, plan.requests // 10)
+
+        def on_progress(done: int, tally: Tally) -> None:
+            if done == warm_up_at:
+                rss["after_warm_up"] = float(server.memory_bytes()["rss_bytes"])
+            if done % report_every == 0:
+                now = server.memory_bytes()["rss_bytes"]
+                say(f"{done:,} done, lost {tally.lost}, RSS {mib(now)} MiB")
+
+        with PeakRss(server.process.pid) as peak:
+            tally, elapsed_s, cut_short = asyncio.run(
+                run_load(
+                    [server.target] * CHANNELS,
+                    mix,
+                    requests=plan.requests,
+                    concurrency=plan.concurrency,
+                    seed=seed,
+                    max_duration_s=plan.max_duration_s,
+                    on_progress=on_progress,
+                )
+            )
+        time.sleep(1)  # let cancelled calls' clean-up finish before the last reading
+        rss["end"] = float(server.memory_bytes()["rss_bytes"])
+        rss.setdefault("after_warm_up", rss["end"])
+        rss["peak"] = float(max(peak.peak_bytes, rss["end"]))
+    finally:
+        exit_code = server.stop()
+    return build_report(plan, tally, elapsed_s, cut_short, rss, exit_code, model_dir)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help=f"CI's short version: {QUICK}")
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--requests", type=int, help="override the plan's request count")
+    parser.add_argument("--concurrency", type=int, help="override the plan's concurrency")
+    parser.add_argument("--max-duration-s", type=float, help="override the load's time bound")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json-out", type=Path, help="also write the report here as JSON")
+    parser.add_argument("--work-dir", type=Path, help="server log goes here (default: a temp dir)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    plan = Plan(
+        requests=args.requests or plan.requests,
+        concurrency=args.concurrency or plan.concurrency,
+        max_duration_s=args.max_duration_s or plan.max_duration_s,
+    )
+    if plan.requests < 1 or plan.concurrency < 1 or plan.max_duration_s <= 0:
+        print(f"soak: error: the plan must be positive, got {plan}", file=sys.stderr)
+        return 2
+    if not args.model_dir.is_dir():
+        print(f"soak: error: --model-dir {args.model_dir} is not a directory", file=sys.stderr)
+        return 2
+    rng = random.Random(args.seed)
+    reviews = [synthetic_review(rng) for _ in range(2_000)]
+    with tempfile.TemporaryDirectory(prefix="soak-") as temp:
+        work_dir = args.work_dir or Path(temp)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        report = soak(plan, args.model_dir, work_dir, args.seed, reviews)
+    print(format_report(report))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The soak's short version end to end (a real server subprocess on the tiny model), and the
+tally's bookkeeping: a loss or a surprise must fail the soak."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.soak import FULL, QUICK, Plan, build_report
+from bench.soak_load import MIX, Mix, Tally
+from client import sentiment_pb2
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_full_soak_is_at_least_100000_requests_at_concurrency_128_within_10_minutes():
+    assert FULL.requests >= 100_000 and FULL.concurrency >= 128
+    assert FULL.max_duration_s <= 600
+
+
+def test_quick_soak_against_the_tiny_model_loses_nothing_and_reports_everything(
+    tiny_model_dir, tmp_path
+):
+    report_path = tmp_path / "soak.json"
+    command = [sys.executable, "-m", "bench.soak", "--quick", "--model-dir", str(tiny_model_dir)]
+    command += ["--json-out", str(report_path), "--work-dir", str(tmp_path / "work")]
+    finished = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400, check=False
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+
+    assert report["lost"] == 0 and report["unexpected"] == 0, report["examples"]
+    assert report["requests_sent"] == QUICK.requests == report["requests_planned"]
+    assert report["concurrency"] >= 128
+    # Every kind of the mix ran, and ended as that kind should.
+    for kind in MIX:
+        assert report["by_kind"][kind]["sent"] > 0, kind
+    assert report["by_kind"]["bad_input"]["outcomes"] == {
+        "INVALID_ARGUMENT": report["by_kind"]["bad_input"]["sent"]
+    }
+    assert {"INVALID_ARGUMENT", "CANCELLED", "DEADLINE_EXCEEDED"} <= set(report["errors"])
+    accounted = report["results"] + sum(report["errors"].values()) + report["lost"]
+    assert accounted == report["requests_sent"]
+    streamed = report["stream_reviews"]
+    assert sum(streamed["outcomes"].values()) == streamed["sent"] > 0
+    assert streamed["outcomes"]["OK"] > 0 and streamed["outcomes"]["INVALID_ARGUMENT"] > 0
+    rss = report["server_rss_mib"]
+    assert set(rss) == {"start", "after_warm_up", "peak", "end"}
+    assert 0 < rss["start"] <= rss["peak"] and rss["end"] <= rss["peak"]
+    assert report["rss_growth_after_warm_up_mib"] < 50
+    assert report["server_exit_code"] == 0
+    assert "lost            0" in finished.stdout and "PASS" in finished.stdout
+
+
+def _report(tally: Tally, **rss_mib: float) -> dict:
+    rss = {"start": 500.0, "after_warm_up": 510.0, "peak": 520.0, "end": 515.0, **rss_mib}
+    rss_bytes = {name: value * 1024 * 1024 for name, value in rss.items()}
+    return build_report(Plan(10, 2, 60), tally, 1.0, False, rss_bytes, 0, Path("m"))
+
+
+def test_an_incomplete_result_counts_as_lost_and_fails_the_soak():
+    tally = Tally()
+    for _ in range(10):
+        tally.sent["multi"] += 1
+    mix = Mix(["a fine film"], max_review_bytes=100, max_reviews=4)
+    prediction = sentiment_pb2.Prediction(label=sentiment_pb2.POSITIVE, score=0.9)
+    for _ in range(9):
+        mix._check_predictions("multi", [prediction, prediction], 2, tally)
+    mix._check_predictions("multi", [prediction], 2, tally)  # one prediction short
+    report = _report(tally)
+    assert report["lost"] == 1 and not report["passed"]
+    assert "1 requests lost" in report["failures"]
+
+
+def test_a_request_with_no_recorded_end_is_lost_and_surprises_fail_the_soak():
+    tally = Tally()
+    tally.sent["single"] += 3
+    tally.record("single", "OK")
+    tally.record("single", "INTERNAL", "boom")  # not an answer a valid review may get
+    report = _report(tally)
+    assert report["lost"] == 1  # the third was sent and never ended
+    assert (
+        report["unexpected"] == 1
+        and "unexpected: single ended INTERNAL boom" in (report["examples"])
+    )
+    assert not report["passed"]
+
+
+def test_rss_growth_after_warm_up_of_50_mib_fails_the_soak():
+    tally = Tally()
+    tally.sent["single"] += 10
+    for _ in range(10):
+        tally.record("single", "OK")
+    assert _report(tally)["passed"]
+    grown = _report(tally, end=560.0, peak=560.0)
+    assert grown["rss_growth_after_warm_up_mib"] == 50.0 and not grown["passed"]
