@@ -55,7 +55,7 @@ def interceptors(config: SecuritySettings) -> list[grpc.aio.ServerInterceptor]:
 
 
 def describe(config: SecuritySettings) -> str:
-    """One line for the start-up log: transport and authentication, naming files, never secrets."""
+    """One line for the start-up log: transport and authentication, never a secret."""
     if config.tls_cert is None:
         transport = (
             "plaintext (no TLS): fine on loopback or a private network; "
@@ -71,10 +71,8 @@ def describe(config: SecuritySettings) -> str:
     if config.auth_token_file is None:
         auth = "no authentication (set --auth-token-file to require a bearer token)"
     else:
-        auth = (
-            f"bearer token from {config.auth_token_file} required "
-            "(the health service stays open for probes)"
-        )
+        # Not even the token file's path: like the settings line, name no way to a secret.
+        auth = "bearer token required (--auth-token-file; the health service stays open)"
     return f"transport: {transport}; {auth}"
 
 

@@ -245,6 +245,8 @@ def test_secrets_never_reach_the_log(start_server, pki, token_file, caplog):
     key_pem = pki["server_key"].read_text().strip().splitlines()[1]  # a line of key material
     written = caplog.text + describe(config) + describe_security(config)
     assert "mutual TLS" in caplog.text  # the log did describe the security set-up
+    assert "bearer token required" in caplog.text
+    assert str(token_file) not in describe_security(config)
     for secret in (TOKEN, "wrong-guess", key_pem):
         assert secret not in written
 
