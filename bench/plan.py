@@ -43,7 +43,7 @@ FULL = Plan(
     reviews_per_request=32,
     streams=4,
     stream_window=64,
-    tuning_candidates=((16, 5.0), (32, 5.0), (64, 5.0), (128, 5.0), (64, 1.0)),
+    tuning_candidates=((32, 5.0), (64, 5.0), (128, 5.0), (256, 5.0), (128, 2.0)),
     tuning_concurrencies=(64, 256),
 )
 

@@ -42,6 +42,7 @@ def _load_rows(runs: list[dict]) -> list[list]:
             f"{run['rpc_per_s']:.1f}",
             *(f"{run['latency_ms'][k]:.1f}" for k in ("p50", "p90", "p99", "max")),
             run.get("mean_batch_size", "n/a"),
+            f"{run['model_busy']:.0%}" if "model_busy" in run else "n/a",
             _errors(run),
         ]
         for run in runs
@@ -57,6 +58,7 @@ _LOAD_HEADER = [
     "p99 ms",
     "max ms",
     "mean batch",
+    "model busy",
     "errors",
 ]
 
@@ -114,8 +116,9 @@ def render(results: dict) -> str:
         "",
         f"## 2. Micro-batching on ({_settings(results['batching_on'], defaults)})",
         "",
-        "Single-review unary `Predict`. Mean batch: reviews per model call, from the "
-        "server's Prometheus counters over the run.",
+        "Single-review unary `Predict`. Mean batch: reviews per model call; model busy: "
+        "the share of the run the model spent inferring; both from the server's Prometheus "
+        "metrics over the run.",
         "",
         _table(_LOAD_HEADER, _load_rows(results["batching_on"]["unary"])),
         "",
@@ -156,7 +159,7 @@ def render(results: dict) -> str:
         "",
         "## 5. The seed's way: Flask, one `model.predict` per request",
         "",
-        _table(_LOAD_HEADER[:-2] + ["errors"], [_load_rows([flask])[0][:-2] + [_errors(flask)]]),
+        _table(_LOAD_HEADER[:-3] + ["errors"], [_load_rows([flask])[0][:-3] + [_errors(flask)]]),
         "",
         "## 6. Memory (the batching-on server)",
         "",

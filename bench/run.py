@@ -29,7 +29,13 @@ from bench.limit import batch_sizes_up_to, best, measure_limit
 from bench.plan import FULL, QUICK, Plan
 from bench.reviews import data_path, sample_test_reviews, write_reviews
 from bench.seed_app import run_load, start_seed_app
-from bench.server_proc import PeakRss, ServerProcess, mean_batch_size, start_server
+from bench.server_proc import (
+    PeakRss,
+    ServerProcess,
+    mean_batch_size,
+    model_busy_fraction,
+    start_server,
+)
 from client.bench import BenchConfig, run_bench
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
 
@@ -108,7 +114,9 @@ def load(ctx: Context, server: ServerProcess, duration_s: float, **settings) -> 
         **settings,
     )
     before = server.counters()
+    started_s = time.perf_counter()
     result = run_bench(config)
+    wall_s = time.perf_counter() - started_s
     after = server.counters()
     entry = {
         "mode": config.mode,
@@ -117,6 +125,7 @@ def load(ctx: Context, server: ServerProcess, duration_s: float, **settings) -> 
         **{key: result[key] for key in ("elapsed_s", "rpcs", "reviews", "rpc_per_s")},
         **{key: result[key] for key in ("reviews_per_s", "latency_ms", "errors", "error_count")},
         "mean_batch_size": round(mean_batch_size(before, after), 2),
+        "model_busy": round(model_busy_fraction(before, after, wall_s), 3),
     }
     if config.mode == "multi":
         entry["reviews_per_request"] = config.reviews_per_request
@@ -125,7 +134,8 @@ def load(ctx: Context, server: ServerProcess, duration_s: float, **settings) -> 
     say(
         f"  {config.mode} c={concurrency}: {entry['reviews_per_s']:.0f} reviews/s, "
         f"p50 {entry['latency_ms']['p50']:.1f} ms, p99 {entry['latency_ms']['p99']:.1f} ms, "
-        f"mean batch {entry['mean_batch_size']}, errors {entry['error_count']}"
+        f"mean batch {entry['mean_batch_size']}, model busy {entry['model_busy']:.0%}, "
+        f"errors {entry['error_count']}"
     )
     return entry
 

@@ -26,7 +26,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
-_COUNTERS = ("sentiment_batches", "sentiment_reviews_scored")
+# Samples read from /metrics: batches and reviews give the mean batch size, and the summed
+# inference time over the wall time how busy the model was.
+_COUNTERS = (
+    "sentiment_batches_total",
+    "sentiment_reviews_scored_total",
+    "sentiment_inference_seconds_sum",
+)
 
 
 def free_port() -> int:
@@ -117,9 +123,10 @@ class ServerProcess:
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         found = {
-            family.name: family.samples[0].value
+            sample.name: sample.value
             for family in text_string_to_metric_families(text)
-            if family.name in _COUNTERS
+            for sample in family.samples
+            if sample.name in _COUNTERS and not sample.labels
         }
         missing = set(_COUNTERS) - set(found)
         if missing:
@@ -156,9 +163,15 @@ def start_server(model_dir: Path, log_path: Path, **settings) -> Iterator[Server
 
 def mean_batch_size(before: dict[str, float], after: dict[str, float]) -> float:
     """Reviews per batch between two counter readings (0.0 if no batch ran)."""
-    batches = after["sentiment_batches"] - before["sentiment_batches"]
-    reviews = after["sentiment_reviews_scored"] - before["sentiment_reviews_scored"]
+    batches = after["sentiment_batches_total"] - before["sentiment_batches_total"]
+    reviews = after["sentiment_reviews_scored_total"] - before["sentiment_reviews_scored_total"]
     return reviews / batches if batches else 0.0
+
+
+def model_busy_fraction(before: dict[str, float], after: dict[str, float], wall_s: float) -> float:
+    """The share of `wall_s` the model spent inferring between two readings."""
+    busy_s = after["sentiment_inference_seconds_sum"] - before["sentiment_inference_seconds_sum"]
+    return busy_s / wall_s if wall_s > 0 else 0.0
 
 
 class PeakRss:

@@ -20,7 +20,7 @@ from bench import acceptance, report
 from bench.limit import batch_sizes_up_to, best
 from bench.plan import QUICK
 from bench.run import OUTPUT_FILES, choose
-from bench.server_proc import mean_batch_size, read_memory_bytes
+from bench.server_proc import mean_batch_size, model_busy_fraction, read_memory_bytes
 from tests.imdb_fixture import make_aclimdb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -195,10 +195,16 @@ def test_tuning_prefers_the_lower_tail_among_near_equal_throughputs():
 
 
 def test_mean_batch_size_is_reviews_over_batches_between_readings():
-    before = {"sentiment_batches": 10, "sentiment_reviews_scored": 100}
-    after = {"sentiment_batches": 14, "sentiment_reviews_scored": 180}
+    before = {"sentiment_batches_total": 10, "sentiment_reviews_scored_total": 100}
+    after = {"sentiment_batches_total": 14, "sentiment_reviews_scored_total": 180}
     assert mean_batch_size(before, after) == 20.0
     assert mean_batch_size(after, after) == 0.0
+
+
+def test_model_busy_is_inference_time_over_wall_time():
+    before = {"sentiment_inference_seconds_sum": 1.0}
+    after = {"sentiment_inference_seconds_sum": 2.5}
+    assert model_busy_fraction(before, after, wall_s=2.0) == 0.75
 
 
 def test_memory_of_this_process_is_read_from_proc():
