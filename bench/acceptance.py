@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bench.limit import best
+
 # The run's own wall time limit for the full plan (the quick plan is never judged on time).
 MAX_RUN_S = 600.0
 
@@ -38,6 +40,13 @@ def judge(results: dict, elapsed_s: float) -> list[dict]:
     multi = results["many_reviews"]["predict_x32"]
     stream = results["many_reviews"]["stream"]
     c1 = unary_at(on, 1)
+    # What a server with no overhead at all could reach: the limit at the biggest batch
+    # 64 callers can form, over the limit at batch 1 or the seed's Flask.
+    ceiling = best(results["limit"]["points"], min(64, results["limit"]["max_batch_size"]))
+    batch_1 = results["limit"]["batch_1"]
+    ceiling_text = f"in-process ceiling {ceiling['reviews_per_s']:.0f}/s at batch " + str(
+        ceiling["batch_size"]
+    )
     batch1_p50_ms = results["limit"]["batch_1"]["latency_ms"]["p50"]
     limit_text = f"in-process limit {limit['reviews_per_s']:.0f}/s at batch {limit['batch_size']}"
     return [
@@ -46,7 +55,8 @@ def judge(results: dict, elapsed_s: float) -> list[dict]:
             _ratio(c64["reviews_per_s"], off64["reviews_per_s"]),
             8.0,
             False,
-            f"{c64['reviews_per_s']:.0f}/s vs {off64['reviews_per_s']:.0f}/s",
+            f"{c64['reviews_per_s']:.0f}/s vs {off64['reviews_per_s']:.0f}/s; {ceiling_text} is "
+            f"{_ratio(ceiling['reviews_per_s'], batch_1['reviews_per_s']):.1f}x batch 1",
         ),
         verdict(
             "unary c=64 vs seed Flask (x)",
@@ -54,7 +64,8 @@ def judge(results: dict, elapsed_s: float) -> list[dict]:
             80.0,
             False,
             f"{c64['reviews_per_s']:.0f}/s vs {flask['reviews_per_s']:.1f}/s "
-            f"(Flask at c={flask['concurrency']})",
+            f"(Flask at c={flask['concurrency']}); {ceiling_text} is "
+            f"{_ratio(ceiling['reviews_per_s'], flask['reviews_per_s']):.0f}x Flask",
         ),
         verdict(
             "Predict x32 vs in-process limit (fraction)",

@@ -80,7 +80,10 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
     for point in points:
         say(f"  limit at batch {point['batch_size']}: {point['reviews_per_s']:.0f} reviews/s")
     padding = measure_padding(model, ctx.reviews, max_batch_size, ctx.plan.padding_s)
-    say(f"  padding on short reviews: as served {padding['speedup']}x padded to maxlen")
+    say(
+        f"  short reviews: as served {padding['speedup']}x padded to maxlen; whole sample: "
+        f"grouped by length {padding['grouping']['speedup']}x padded to the batch's longest"
+    )
     return {
         "model": {
             "name": model.name,

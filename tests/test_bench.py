@@ -107,7 +107,13 @@ def test_padding_to_maxlen_changes_no_score(results):
     padding = results["padding"]
     assert padding["max_abs_score_diff"] <= 1e-5
     assert padding["tokens_max"] <= padding["maxlen"]
-    assert padding["as_served"]["reviews_per_s"] > 0 < padding["padded_to_maxlen"]["reviews_per_s"]
+    for variant in ("as_served", "padded_to_longest", "padded_to_maxlen"):
+        assert padding[variant]["reviews_per_s"] > 0, variant
+    grouping = padding["grouping"]
+    assert grouping["reviews"] == QUICK.sample_size
+    assert (
+        grouping["as_served"]["reviews_per_s"] > 0 < grouping["padded_to_longest"]["reviews_per_s"]
+    )
 
 
 def test_memory_is_read_from_the_server_process(results):
@@ -212,13 +218,14 @@ def test_memory_of_this_process_is_read_from_proc():
     assert 0 < memory["rss_bytes"] <= memory["peak_rss_bytes"]
 
 
-def test_padded_to_maxlen_scores_equal_the_served_scores(serving_model):
-    from bench.padding import PaddedToMaxlen, max_score_difference, shortest
+def test_padded_scores_equal_the_served_scores(serving_model):
+    from bench.padding import PaddedTo, max_score_difference, shortest
 
     reviews = ["a great film", "awful, boring and dull", "the plot was moving and superb indeed"]
-    scores = PaddedToMaxlen(serving_model)(reviews)
-    assert len(scores) == 3
-    assert max_score_difference(serving_model, reviews, batch_size=2) <= 1e-5
+    for to_maxlen in (False, True):
+        padded = PaddedTo(serving_model, to_maxlen)
+        assert len(padded(reviews)) == 3
+        assert max_score_difference(serving_model, padded, reviews, batch_size=2) <= 1e-5
     assert shortest(reviews, fraction=0.34, at_least=1) == ["a great film"]
 
 
