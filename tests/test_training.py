@@ -39,7 +39,7 @@ def test_writes_a_complete_versioned_directory(tiny_run):
         assert (version_dir / name).is_file(), name
     metadata = json.loads((version_dir / "metadata.json").read_text())
     assert metadata["version"] == 1 and metadata["preset"] == "tiny"
-    assert metadata["maxlen"] == 40 and metadata["decision_threshold"] == 0.5
+    assert metadata["maxlen"] == 40 and 0.3 <= metadata["decision_threshold"] <= 0.7
     assert metadata["data"]["validation_reviews"] == 60  # 20%, in blocks of 3 ids per label
     assert metadata["data"]["train_reviews"] == 240
     assert len(metadata["data"]["sha256"]) == 64
@@ -61,7 +61,8 @@ def test_reloads_in_safe_mode_with_the_same_scores(tiny_run):
     texts = dataset.test.texts[:50]
     expected = json.loads((version_dir / "report" / "metrics.json").read_text())["test"]
     scores = evaluate.score_texts(reloaded, dataset.test.texts)
-    again = evaluate.classification_metrics(dataset.test.labels, scores, 0.5)
+    threshold = json.loads((version_dir / "metadata.json").read_text())["decision_threshold"]
+    again = evaluate.classification_metrics(dataset.test.labels, scores, threshold)
     assert again["accuracy"] == expected["accuracy"]
     assert again["roc_auc"] == pytest.approx(expected["roc_auc"], abs=1e-9)
     one_by_one = [float(reloaded(tf.constant([t]))[0, 0]) for t in texts[:5]]
@@ -141,3 +142,11 @@ def test_eval_cli_reproduces_the_written_report(tiny_run, tmp_path, monkeypatch)
 def test_eval_cli_on_a_missing_model_dir(tmp_path, capsys):
     assert evaluate.main(["--model-dir", str(tmp_path / "none")]) == 2
     assert "no such model directory" in capsys.readouterr().err
+
+
+def test_threshold_is_chosen_for_validation_accuracy():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.35, 0.62, 0.64, 0.8, 0.9])
+    assert train.choose_threshold(labels, scores) == pytest.approx(0.63)
+    # Every threshold in a wide band is perfect here: the one nearest 0.5 wins.
+    assert train.choose_threshold(labels, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])) == 0.5

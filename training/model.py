@@ -19,6 +19,7 @@ class Preset:
     embedding_dim: int
     embedding_dropout: float  # drops whole embedding channels (SpatialDropout1D)
     token_dropout: float  # word dropout: real tokens replaced by OOV while training
+    pretrained_embeddings: bool  # start from PPMI-SVD vectors of the training reviews
     lstm_units: int
     bidirectional: bool
     # "last": the LSTM's final state; "mean": masked mean of its outputs over all
@@ -49,6 +50,7 @@ PRESETS = {
         embedding_dim=32,
         embedding_dropout=0.0,
         token_dropout=0.0,
+        pretrained_embeddings=False,
         lstm_units=64,
         bidirectional=False,
         pooling="last",
@@ -67,6 +69,7 @@ PRESETS = {
         embedding_dim=64,
         embedding_dropout=0.0,
         token_dropout=0.0,
+        pretrained_embeddings=False,
         lstm_units=64,
         bidirectional=True,
         pooling="mean",
@@ -86,6 +89,7 @@ PRESETS = {
         embedding_dim=8,
         embedding_dropout=0.0,
         token_dropout=0.0,
+        pretrained_embeddings=False,
         lstm_units=8,
         bidirectional=False,
         pooling="mean",

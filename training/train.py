@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import data as imdb
-from training import evaluate
+from training import embeddings, evaluate
 from training.batches import length_grouped_batches
 from training.model import (
     PRESETS,
@@ -39,7 +39,8 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / MODEL_NAME
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 HISTORY_FILE = "history.json"
-DECISION_THRESHOLD = 0.5
+# Candidate decision thresholds, chosen on validation data only.
+THRESHOLDS = np.round(np.arange(0.30, 0.701, 0.01), 2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,6 +83,14 @@ def parse_overrides(items: list[str]) -> dict:
             except ValueError:
                 raise ValueError(f"bad --set {item!r}: {name} takes a {kind}") from None
     return overrides
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold in THRESHOLDS with the best validation accuracy (ties: nearest 0.5)."""
+    accuracy = [np.mean((scores >= t) == labels) for t in THRESHOLDS]
+    best = max(accuracy)
+    candidates = [t for t, a in zip(THRESHOLDS, accuracy, strict=True) if a == best]
+    return float(min(candidates, key=lambda t: abs(t - 0.5)))
 
 
 def next_version(base: Path) -> int:
@@ -161,6 +170,13 @@ def train(
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_split.texts).batch(1024))
     model = build_model(preset, vectorizer)
     print(f"{trainable_parameters(model):,} trainable parameters", flush=True)
+    if preset.pretrained_embeddings:
+        started = time.monotonic()
+        vectors = embeddings.pretrained_vectors(
+            vectorizer, train_split.texts, preset.embedding_dim, seed
+        )
+        model.get_layer("classifier").get_layer("embedding").set_weights([vectors])
+        print(f"PPMI-SVD embeddings in {time.monotonic() - started:.0f} s", flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
     version = version or next_version(out)
@@ -192,7 +208,8 @@ def train(
     best_epoch = int(np.argmin(history["val_loss"])) + 1
 
     val_scores = evaluate.score_texts(model, val_split.texts)
-    val_metrics = evaluate.classification_metrics(val_split.labels, val_scores, DECISION_THRESHOLD)
+    threshold = choose_threshold(val_split.labels, val_scores)
+    val_metrics = evaluate.classification_metrics(val_split.labels, val_scores, threshold)
     val_metrics["loss"] = history["val_loss"][best_epoch - 1]
     print(f"validation: {json.dumps(val_metrics)}", flush=True)
 
@@ -204,7 +221,7 @@ def train(
         "trainable_parameters": trainable_parameters(model),
         "vocabulary_size": vectorizer.vocabulary_size(),
         "maxlen": preset.maxlen,
-        "decision_threshold": DECISION_THRESHOLD,
+        "decision_threshold": threshold,
         "data": {
             "source": dataset.source.name,
             "sha256": dataset.sha256,
@@ -237,7 +254,7 @@ def train(
     keras.Model(model.inputs, model.outputs, name=model.name).save(staging / MODEL_FILE)
     (staging / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
     if report:
-        result = evaluate.evaluate_model(model, dataset, history=history)
+        result = evaluate.evaluate_model(model, dataset, threshold, history=history)
         metadata["metrics"]["test"] = result.metrics
         evaluate.write_report(result, staging / "report", metadata)
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
