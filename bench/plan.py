@@ -13,7 +13,8 @@ class Plan:
     limit_s: float  # per batch size, in-process
     padding_s: float  # per variant (as served, padded to maxlen)
     load_s: float  # per gRPC load run
-    tuning_load_s: float  # per load run of a tuning candidate
+    tuning_load_s: float  # per load run of a tuning candidate, in each round
+    tuning_rounds: int  # every candidate takes a turn in each round
     flask_s: float
     concurrencies: tuple[int, ...]  # single-review unary, batching on and off
     flask_concurrency: int
@@ -21,8 +22,8 @@ class Plan:
     reviews_per_request: int
     streams: int  # StreamPredict streams at once
     stream_window: int  # reviews each stream keeps in flight
-    # (max_batch_size, max_delay_ms) pairs to try besides the server's defaults (always tried,
-    # from the batching-on runs), and the loads they are judged at.
+    # (max_batch_size, max_delay_ms) pairs to try besides the server's defaults (always
+    # tried), and the loads they are judged at.
     tuning_candidates: tuple[tuple[int, float], ...]
     tuning_concurrencies: tuple[int, ...]
 
@@ -35,7 +36,8 @@ FULL = Plan(
     limit_s=3.0,
     padding_s=3.0,
     load_s=10.0,
-    tuning_load_s=6.0,
+    tuning_load_s=3.0,
+    tuning_rounds=2,
     flask_s=15.0,
     concurrencies=(1, 8, 64, 256),
     flask_concurrency=8,
@@ -54,6 +56,7 @@ QUICK = Plan(
     padding_s=0.2,
     load_s=1.0,
     tuning_load_s=0.5,
+    tuning_rounds=1,
     flask_s=1.0,
     concurrencies=(1, 8, 64),
     flask_concurrency=8,
@@ -61,6 +64,6 @@ QUICK = Plan(
     reviews_per_request=32,
     streams=2,
     stream_window=16,
-    tuning_candidates=(),  # the defaults alone: no extra server start
+    tuning_candidates=(),  # the defaults alone
     tuning_concurrencies=(64,),
 )

@@ -253,6 +253,9 @@ def _tuning(tuning: dict) -> str:
         [
             _table(header, rows),
             "",
+            f"Every candidate ran at once and took a turn in each of {tuning['rounds']} "
+            "round(s), so a drift in the machine's load hits all alike; latency is the mean of "
+            "the rounds' percentiles. "
             f"Rule: the highest unary throughput at c={concurrencies[-1]}; among pairs within "
             "5% of it, the lowest p99 there. This run picks max_batch_size "
             f"{chosen['max_batch_size']}, max_delay_ms {chosen['max_delay_ms']:g}: {verdict}.",

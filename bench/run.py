@@ -14,7 +14,6 @@ machine are noise.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -25,42 +24,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import acceptance, plots, report
+from bench.context import Context, say
 from bench.limit import batch_sizes_up_to, best, measure_limit
-from bench.plan import FULL, QUICK, Plan
+from bench.loads import measure_batching
+from bench.plan import FULL, QUICK
 from bench.reviews import data_path, sample_test_reviews, write_reviews
 from bench.seed_app import run_load, start_seed_app
-from bench.server_proc import (
-    PeakRss,
-    ServerProcess,
-    mean_batch_size,
-    model_busy_fraction,
-    start_server,
-)
-from client.bench import BenchConfig, run_bench
+from bench.tuning import measure_tuning
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
+from server.errors import ModelLoadError
+from server.versions import complete_versions
+from training.data import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "reports" / "bench"
 OUTPUT_FILES = ("results.json", "report.md", "throughput.png", "p99_latency.png")
-
-
-_STARTED_S = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"bench [{time.monotonic() - _STARTED_S:5.0f} s] {message}", file=sys.stderr, flush=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class Context:
-    """What every measurement step needs."""
-
-    plan: Plan
-    model_dir: Path
-    input_path: Path  # the sample, one review per line, for the load client
-    reviews: list[str]
-    work_dir: Path  # server logs
-    procs: int  # load-client processes for gRPC runs
 
 
 # -- in-process ---------------------------------------------------------------------------
@@ -102,123 +80,7 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
     }
 
 
-# -- over gRPC ----------------------------------------------------------------------------
-
-
-def load(ctx: Context, server: ServerProcess, duration_s: float, **settings) -> dict:
-    """One run_bench load against `server`, with the mean batch size the server formed."""
-    concurrency = settings["concurrency"]
-    config = BenchConfig(
-        server.target,
-        duration_s=duration_s,
-        input_path=str(ctx.input_path),
-        procs=min(ctx.procs, concurrency),
-        timeout_s=30.0,
-        **settings,
-    )
-    before = server.counters()
-    started_s = time.perf_counter()
-    result = run_bench(config)
-    wall_s = time.perf_counter() - started_s
-    after = server.counters()
-    entry = {
-        "mode": config.mode,
-        "concurrency": concurrency,
-        "procs": config.procs,
-        **{key: result[key] for key in ("elapsed_s", "rpcs", "reviews", "rpc_per_s")},
-        **{key: result[key] for key in ("reviews_per_s", "latency_ms", "errors", "error_count")},
-        "mean_batch_size": round(mean_batch_size(before, after), 2),
-        "model_busy": round(model_busy_fraction(before, after, wall_s), 3),
-    }
-    if config.mode == "multi":
-        entry["reviews_per_request"] = config.reviews_per_request
-    if config.mode == "stream":
-        entry["stream_window"] = config.stream_window
-    say(
-        f"  {config.mode} c={concurrency}: {entry['reviews_per_s']:.0f} reviews/s, "
-        f"p50 {entry['latency_ms']['p50']:.1f} ms, p99 {entry['latency_ms']['p99']:.1f} ms, "
-        f"mean batch {entry['mean_batch_size']}, model busy {entry['model_busy']:.0%}, "
-        f"errors {entry['error_count']}"
-    )
-    return entry
-
-
-def measure_server(ctx: Context, name: str, settings: dict, extra_loads: bool) -> dict:
-    """Single-review unary at each concurrency (and, if asked, the many-reviews loads)."""
-    say(f"server {name} {settings or '(defaults)'}")
-    log_path = ctx.work_dir / f"server-{name}.log"
-    with start_server(ctx.model_dir, log_path, **settings) as server:
-        idle = server.memory_bytes()
-        with PeakRss(server.process.pid) as peak:
-            unary = [
-                load(ctx, server, ctx.plan.load_s, mode="unary", concurrency=c)
-                for c in ctx.plan.concurrencies
-            ]
-            many = None
-            if extra_loads:
-                many = {
-                    "predict_x32": load(
-                        ctx,
-                        server,
-                        ctx.plan.load_s,
-                        mode="multi",
-                        concurrency=ctx.plan.multi_concurrency,
-                        reviews_per_request=ctx.plan.reviews_per_request,
-                    ),
-                    "stream": load(
-                        ctx,
-                        server,
-                        ctx.plan.load_s,
-                        mode="stream",
-                        concurrency=ctx.plan.streams,
-                        stream_window=ctx.plan.stream_window,
-                    ),
-                }
-        memory = {
-            "idle_rss_bytes": idle["rss_bytes"],
-            "peak_rss_under_load_bytes": peak.peak_bytes,
-            "lifetime_peak_rss_bytes": server.memory_bytes()["peak_rss_bytes"],
-        }
-    section = {"name": name, "settings": settings, "unary": unary, "memory": memory}
-    return section if many is None else {**section, "many_reviews": many}
-
-
-def measure_tuning(ctx: Context, defaults: dict, batching_on: dict) -> dict:
-    """Unary throughput and tail latency for each (max_batch_size, max_delay_ms) candidate."""
-    candidates = []
-    pairs = [(defaults["max_batch_size"], defaults["max_delay_ms"])]
-    pairs += [pair for pair in ctx.plan.tuning_candidates if pair not in pairs]
-    for max_batch_size, max_delay_ms in sorted(pairs):
-        settings = {"max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms}
-        if settings == defaults:
-            runs = [
-                r for r in batching_on["unary"] if r["concurrency"] in ctx.plan.tuning_concurrencies
-            ]
-            source = "batching_on"
-        else:
-            say(f"tuning candidate {settings}")
-            log_path = ctx.work_dir / f"server-tuning-{max_batch_size}-{max_delay_ms:g}.log"
-            with start_server(ctx.model_dir, log_path, **settings) as server:
-                runs = [
-                    load(ctx, server, ctx.plan.tuning_load_s, mode="unary", concurrency=c)
-                    for c in ctx.plan.tuning_concurrencies
-                ]
-            source = "own server"
-        candidates.append({**settings, "source": source, "unary": runs})
-    return {"candidates": candidates, "defaults": defaults, "chosen": choose(candidates)}
-
-
-def choose(candidates: list[dict], tolerance: float = 0.05) -> dict:
-    """The best pair: top throughput at the highest tuning load; within `tolerance` of it,
-    the lowest p99 there (a bigger batch that barely adds throughput is not worth its tail)."""
-
-    def at_top_load(candidate: dict) -> dict:
-        return max(candidate["unary"], key=lambda run: run["concurrency"])
-
-    top = max(at_top_load(c)["reviews_per_s"] for c in candidates)
-    close = [c for c in candidates if at_top_load(c)["reviews_per_s"] >= (1 - tolerance) * top]
-    winner = min(close, key=lambda c: at_top_load(c)["latency_ms"]["p99"])
-    return {"max_batch_size": winner["max_batch_size"], "max_delay_ms": winner["max_delay_ms"]}
+# -- the seed's way -----------------------------------------------------------------------
 
 
 def measure_seed_flask(ctx: Context) -> dict:
@@ -240,10 +102,9 @@ def run(ctx: Context, sample_description: dict) -> dict:
     }
     largest = max([defaults["max_batch_size"], *(n for n, _ in ctx.plan.tuning_candidates)])
     in_process = measure_in_process(ctx, defaults["max_batch_size"], largest)
-    batching_on = measure_server(ctx, "batching_on", {}, extra_loads=True)
-    batching_off = measure_server(ctx, "batching_off", {"max_batch_size": 1}, extra_loads=False)
+    batching_on, batching_off = measure_batching(ctx)
     seed_flask = measure_seed_flask(ctx)
-    tuning = measure_tuning(ctx, defaults, batching_on)
+    tuning = measure_tuning(ctx, defaults)
     return {
         "meta": {
             "plan": ctx.plan.to_dict(),
@@ -297,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     started_s = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    sample = sample_test_reviews(data_path(args.data), plan.sample_size, args.seed)
+    try:
+        complete_versions(args.model_dir)  # fail before anything slow
+        sample = sample_test_reviews(data_path(args.data), plan.sample_size, args.seed)
+    except (ModelLoadError, DataError) as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
     say(f"{len(sample.reviews)} test reviews from {sample.source} (seed {args.seed})")
     with tempfile.TemporaryDirectory(prefix="sentiment-bench-") as work_dir:
         input_path = write_reviews(sample.reviews, Path(work_dir) / "reviews.txt")

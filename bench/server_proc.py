@@ -69,6 +69,7 @@ class ServerProcess:
     """One running `sentiment-server`; use `start_server(...)` to get one that is SERVING."""
 
     def __init__(self, model_dir: Path, log_path: Path, settings: dict[str, object]):
+        self.name = log_path.stem  # for progress lines
         self.port = free_port()
         self.metrics_port = free_port()
         self.settings = settings
@@ -153,12 +154,29 @@ class ServerProcess:
 @contextmanager
 def start_server(model_dir: Path, log_path: Path, **settings) -> Iterator[ServerProcess]:
     """`with start_server(dir, log, max_batch_size=1) as server:` a SERVING server, then stopped."""
-    server = ServerProcess(model_dir, log_path, settings)
+    with start_servers(model_dir, {log_path: settings}) as servers:
+        yield servers[0]
+
+
+@contextmanager
+def start_servers(
+    model_dir: Path, settings_by_log: dict[Path, dict]
+) -> Iterator[list[ServerProcess]]:
+    """Several servers at once (they load side by side), all SERVING, then all stopped.
+
+    Measured in turns, servers that run together share whatever else loads the
+    machine meanwhile, so a drift in that load favours none of them.
+    """
+    servers: list[ServerProcess] = []
     try:
-        server.wait_until_serving()
-        yield server
+        for log_path, settings in settings_by_log.items():
+            servers.append(ServerProcess(model_dir, log_path, settings))
+        for server in servers:
+            server.wait_until_serving()
+        yield servers
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 def mean_batch_size(before: dict[str, float], after: dict[str, float]) -> float:

@@ -19,8 +19,9 @@ import pytest
 from bench import acceptance, report
 from bench.limit import batch_sizes_up_to, best
 from bench.plan import QUICK
-from bench.run import OUTPUT_FILES, choose
+from bench.run import OUTPUT_FILES
 from bench.server_proc import mean_batch_size, model_busy_fraction, read_memory_bytes
+from bench.tuning import choose, merge_rounds
 from tests.imdb_fixture import make_aclimdb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -131,6 +132,10 @@ def test_tuning_tries_every_candidate_and_picks_one_of_them(results):
     assert set(tried) >= {tuple(pair) for pair in QUICK.tuning_candidates}
     chosen = tuning["chosen"]
     assert (chosen["max_batch_size"], chosen["max_delay_ms"]) in tried
+    for candidate in tuning["candidates"]:
+        runs = candidate["unary"]
+        assert [run["concurrency"] for run in runs] == list(QUICK.tuning_concurrencies)
+        assert all(run["rounds"] == QUICK.tuning_rounds and run["reviews"] > 0 for run in runs)
 
 
 def test_report_names_every_check_with_a_verdict(quick_run, results):
@@ -173,6 +178,18 @@ def test_acceptance_latency_check_allows_2_ms_over_in_process_batch_1(results):
 # -- parts, without servers ---------------------------------------------------------------
 
 
+def test_a_missing_model_or_data_is_named_before_anything_runs(tiny_model_dir, tmp_path, capsys):
+    from bench.run import main
+
+    assert main(["--quick", "--model-dir", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert f"model directory {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+    missing = tmp_path / "no-data.tar.gz"
+    argv = ["--quick", "--model-dir", str(tiny_model_dir), "--data", str(missing)]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert f"{missing}: no such file or directory" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_batch_sizes_double_up_to_and_including_the_largest():
     assert batch_sizes_up_to(1) == [1]
     assert batch_sizes_up_to(32) == [1, 2, 4, 8, 16, 32]
@@ -198,6 +215,26 @@ def test_tuning_prefers_the_lower_tail_among_near_equal_throughputs():
     assert choose(candidates) == {"max_batch_size": 32, "max_delay_ms": 5.0}
     candidates[0] = _candidate(32, 400, 300)  # now too slow to be considered
     assert choose(candidates) == {"max_batch_size": 64, "max_delay_ms": 5.0}
+
+
+def test_rounds_merge_into_one_load():
+    def run(reviews: int, elapsed_s: float, p99_ms: float, errors: dict) -> dict:
+        return {
+            "mode": "unary",
+            "concurrency": 64,
+            "elapsed_s": elapsed_s,
+            "rpcs": reviews,
+            "reviews": reviews,
+            "errors": errors,
+            "latency_ms": {"p50": 1.0, "p99": p99_ms},
+            "mean_batch_size": 10.0,
+            "model_busy": 0.5,
+        }
+
+    merged = merge_rounds([run(300, 1.0, 10.0, {}), run(100, 1.0, 30.0, {"UNAVAILABLE": 2})])
+    assert merged["reviews_per_s"] == 200.0  # 400 reviews in 2 s, not the mean of the rates
+    assert merged["latency_ms"] == {"p50": 1.0, "p99": 20.0}
+    assert (merged["errors"], merged["error_count"], merged["rounds"]) == ({"UNAVAILABLE": 2}, 2, 2)
 
 
 def test_mean_batch_size_is_reviews_over_batches_between_readings():
