@@ -20,6 +20,7 @@ class Preset:
     embedding_dropout: float  # drops whole embedding channels (SpatialDropout1D)
     token_dropout: float  # word dropout: real tokens replaced by OOV while training
     pretrained_embeddings: bool  # start from PPMI-SVD vectors of the training reviews
+    train_embeddings: bool  # False: keep the embeddings fixed during training
     lstm_units: int
     bidirectional: bool
     # "last": the LSTM's final state; "mean": masked mean of its outputs over all
@@ -51,6 +52,7 @@ PRESETS = {
         embedding_dropout=0.0,
         token_dropout=0.0,
         pretrained_embeddings=False,
+        train_embeddings=True,
         lstm_units=64,
         bidirectional=False,
         pooling="last",
@@ -70,6 +72,7 @@ PRESETS = {
         embedding_dropout=0.0,
         token_dropout=0.0,
         pretrained_embeddings=False,
+        train_embeddings=True,
         lstm_units=64,
         bidirectional=True,
         pooling="mean",
@@ -90,6 +93,7 @@ PRESETS = {
         embedding_dropout=0.0,
         token_dropout=0.0,
         pretrained_embeddings=False,
+        train_embeddings=True,
         lstm_units=8,
         bidirectional=False,
         pooling="mean",
@@ -132,7 +136,11 @@ def build_classifier(preset: Preset) -> keras.Model:
     if preset.token_dropout:
         x = TokenDropout(preset.token_dropout, name="token_dropout")(x)
     x = keras.layers.Embedding(
-        preset.vocab_size, preset.embedding_dim, mask_zero=True, name="embedding"
+        preset.vocab_size,
+        preset.embedding_dim,
+        mask_zero=True,
+        trainable=preset.train_embeddings,
+        name="embedding",
     )(x)
     if preset.embedding_dropout:
         x = keras.layers.SpatialDropout1D(preset.embedding_dropout, name="embedding_dropout")(x)
