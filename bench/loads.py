@@ -54,6 +54,23 @@ def load(ctx: Context, server: ServerProcess, duration_s: float, **settings) -> 
     return entry
 
 
+def warm_up(ctx: Context, server: ServerProcess) -> None:
+    """Unrecorded load of mixed batch sizes, so no measurement pays for first calls at new
+    shapes (TensorFlow and oneDNN prepare kernels per shape on first use)."""
+    config = BenchConfig(
+        server.target,
+        mode="multi",
+        concurrency=4,
+        reviews_per_request=ctx.plan.reviews_per_request,
+        duration_s=ctx.plan.warm_up_s,
+        input_path=str(ctx.input_path),
+        timeout_s=30.0,
+    )
+    result = run_bench(config)
+    if result["error_count"]:
+        raise RuntimeError(f"warming up {server.name} failed: {result['errors']}")
+
+
 def measure_batching(ctx: Context) -> tuple[dict, dict]:
     """(batching on, batching off): the server's defaults vs max_batch_size=1, each unary load
     run on one then the other; then the many-reviews loads and memory of the first."""
@@ -64,6 +81,8 @@ def measure_batching(ctx: Context) -> tuple[dict, dict]:
     with start_servers(ctx.model_dir, logs) as (on, off):
         on.name, off.name = "on", "off"
         idle = on.memory_bytes()
+        for server in (on, off):
+            warm_up(ctx, server)
         unary: dict[str, list[dict]] = {"on": [], "off": []}
         with PeakRss(on.process.pid) as peak:
             for concurrency in plan.concurrencies:

@@ -13,6 +13,7 @@ class Plan:
     limit_s: float  # per batch size, in-process
     padding_s: float  # per variant (as served, padded to maxlen)
     load_s: float  # per gRPC load run
+    warm_up_s: float  # of unrecorded load on each server before its first measurement
     tuning_load_s: float  # per load run of a tuning candidate, in each round
     tuning_rounds: int  # every candidate takes a turn in each round
     flask_s: float
@@ -36,6 +37,7 @@ FULL = Plan(
     limit_s=3.0,
     padding_s=3.0,
     load_s=10.0,
+    warm_up_s=2.0,
     tuning_load_s=3.0,
     tuning_rounds=2,
     flask_s=15.0,
@@ -55,6 +57,7 @@ QUICK = Plan(
     limit_s=0.2,
     padding_s=0.2,
     load_s=1.0,
+    warm_up_s=0.3,
     tuning_load_s=0.5,
     tuning_rounds=1,
     flask_s=1.0,

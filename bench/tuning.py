@@ -7,7 +7,7 @@ so a change in the machine's load during the run hits all of them alike.
 from __future__ import annotations
 
 from bench.context import Context, say
-from bench.loads import load
+from bench.loads import load, warm_up
 from bench.server_proc import start_servers
 
 
@@ -28,6 +28,7 @@ def measure_tuning(ctx: Context, defaults: dict) -> dict:
     with start_servers(ctx.model_dir, logs) as servers:
         for server, (size, delay) in zip(servers, pairs, strict=True):
             server.name = f"{size}/{delay:g}ms"
+            warm_up(ctx, server)
         for _ in range(plan.tuning_rounds):
             for server, runs in zip(servers, rounds, strict=True):
                 for concurrency in plan.tuning_concurrencies:
