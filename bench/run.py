@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -68,7 +69,6 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
             "version": model.version,
             "preset": model.preset,
             "maxlen": model.maxlen,
-            "path": str(model.path),
         },
         "limit": {
             "points": points,
@@ -158,18 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     started_s = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    try:
-        complete_versions(args.model_dir)  # fail before anything slow
-        sample = sample_test_reviews(data_path(args.data), plan.sample_size, args.seed)
-    except (ModelLoadError, DataError) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
-    say(f"{len(sample.reviews)} test reviews from {sample.source} (seed {args.seed})")
     with tempfile.TemporaryDirectory(prefix="sentiment-bench-") as work_dir:
-        input_path = write_reviews(sample.reviews, Path(work_dir) / "reviews.txt")
-        ctx = Context(plan, args.model_dir, input_path, sample.reviews, Path(work_dir), args.procs)
+        work_dir = Path(work_dir)
+        try:
+            model_dir = snapshot_model(
+                args.model_dir, work_dir / "model"
+            )  # fail before anything slow
+            sample = sample_test_reviews(data_path(args.data), plan.sample_size, args.seed)
+        except (ModelLoadError, DataError, OSError) as exc:
+            print(f"bench: error: {exc}", file=sys.stderr)
+            return 2
+        say(f"{len(sample.reviews)} test reviews from {sample.source} (seed {args.seed})")
+        input_path = write_reviews(sample.reviews, work_dir / "reviews.txt")
+        ctx = Context(plan, model_dir, input_path, sample.reviews, work_dir, args.procs)
         results = run(ctx, sample.describe())
     elapsed_s = time.monotonic() - started_s
+    results["meta"]["model"]["source_dir"] = str(args.model_dir.resolve())
     results["meta"].update(
         started_at=started_at,
         elapsed_s=round(elapsed_s, 1),
@@ -181,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     print(report.acceptance_table(results["acceptance"]))
     say(f"wrote {', '.join(OUTPUT_FILES)} to {args.out} in {elapsed_s:.0f} s")
     return 0
+
+
+def snapshot_model(model_dir: Path, into: Path) -> Path:
+    """Copies the newest complete version of `model_dir` under `into`, which is returned: every
+    measurement of the run sees that one version even if a newer one lands meanwhile."""
+    version = complete_versions(model_dir)[0]
+    shutil.copytree(version.path, into / version.path.name)
+    return into
 
 
 def write_outputs(results: dict, out: Path) -> None:

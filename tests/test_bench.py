@@ -67,6 +67,8 @@ def test_results_hold_every_section(results):
         assert key in results
     assert results["meta"]["quick"] is True
     assert results["meta"]["data"]["reviews"] == QUICK.sample_size
+    model = results["meta"]["model"]
+    assert (model["version"], model["preset"]) == (1, "tiny")
 
 
 def test_limit_covers_batch_sizes_up_to_the_largest_tried(results):
@@ -176,6 +178,22 @@ def test_acceptance_latency_check_allows_2_ms_over_in_process_batch_1(results):
 
 
 # -- parts, without servers ---------------------------------------------------------------
+
+
+def test_the_run_measures_a_snapshot_of_the_newest_version(tmp_path):
+    from bench.run import snapshot_model
+
+    source = tmp_path / "models"
+    for version in (1, 2, 3):
+        (source / str(version)).mkdir(parents=True)
+        (source / str(version) / "model.keras").write_text(f"weights {version}")
+    for version in (1, 2):  # version 3 is still being written: no metadata.json yet
+        (source / str(version) / "metadata.json").write_text("{}")
+    snapshot = snapshot_model(source, tmp_path / "snapshot")
+    assert sorted(p.name for p in snapshot.iterdir()) == ["2"]
+    assert (snapshot / "2" / "model.keras").read_text() == "weights 2"
+    (source / "3" / "metadata.json").write_text("{}")  # a newer version lands meanwhile
+    assert sorted(p.name for p in snapshot.iterdir()) == ["2"]
 
 
 def test_a_missing_model_or_data_is_named_before_anything_runs(tiny_model_dir, tmp_path, capsys):
