@@ -34,6 +34,7 @@ class Preset:
     max_epochs: int
     patience: int  # early stopping on validation loss
     validation_fraction: float
+    tune_threshold: bool  # choose the decision threshold on validation (else 0.5)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,26 +64,28 @@ PRESETS = {
         max_epochs=20,
         patience=2,
         validation_fraction=0.2,
+        tune_threshold=False,
     ),
     "default": Preset(
         name="default",
         vocab_size=20_000,
         maxlen=500,
         embedding_dim=64,
-        embedding_dropout=0.0,
-        token_dropout=0.0,
+        embedding_dropout=0.3,
+        token_dropout=0.3,
         pretrained_embeddings=False,
         train_embeddings=True,
         lstm_units=64,
         bidirectional=True,
-        pooling="mean",
+        pooling="mean_with_embeddings",
         dense_units=0,
         dropout=0.4,
-        learning_rate=1e-3,
+        learning_rate=5e-4,
         batch_size=64,
         max_epochs=10,
         patience=2,
         validation_fraction=0.2,
+        tune_threshold=True,
     ),
     # Seconds on a CPU: for tests and smoke runs, never for shipping.
     "tiny": Preset(
@@ -104,6 +107,7 @@ PRESETS = {
         max_epochs=1,
         patience=1,
         validation_fraction=0.2,
+        tune_threshold=True,
     ),
 }
 

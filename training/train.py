@@ -208,7 +208,7 @@ def train(
     best_epoch = int(np.argmin(history["val_loss"])) + 1
 
     val_scores = evaluate.score_texts(model, val_split.texts)
-    threshold = choose_threshold(val_split.labels, val_scores)
+    threshold = choose_threshold(val_split.labels, val_scores) if preset.tune_threshold else 0.5
     val_metrics = evaluate.classification_metrics(val_split.labels, val_scores, threshold)
     val_metrics["loss"] = history["val_loss"][best_epoch - 1]
     print(f"validation: {json.dumps(val_metrics)}", flush=True)
