@@ -99,7 +99,9 @@ def render(results: dict) -> str:
         "`ServingModel.predict` on consecutive batches of the sample, one call at a time, "
         "as the server's inference thread calls it. Best up to max_batch_size "
         f"{limit['max_batch_size']}: **{best['reviews_per_s']:.0f} reviews/s at batch "
-        f"{best['batch_size']}**.",
+        f"{best['batch_size']}**. Grouping by length, as calibrated at warm-up: a time step "
+        f"costs as much as {limit['grouping_cost']['step_overhead_rows']:.0f} rows, a call as "
+        f"{limit['grouping_cost']['call_overhead_row_steps']:.0f} row-steps.",
         "",
         _table(
             ["batch size", "reviews/s", "call p50 ms", "call p99 ms", "calls"],

@@ -14,6 +14,7 @@ machine are noise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -75,6 +76,7 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
             "best": best(points, max_batch_size),
             "batch_1": next(p for p in points if p["batch_size"] == 1),
             "max_batch_size": max_batch_size,
+            "grouping_cost": dataclasses.asdict(model.grouping_cost),
         },
         "padding": padding,
     }

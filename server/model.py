@@ -23,7 +23,7 @@ import tensorflow as tf
 
 import training.layers  # noqa: F401  registers the custom objects safe mode rebuilds by name
 from server.errors import InferenceError, InvalidReviewError, ModelLoadError, StartupError
-from server.length_groups import group_by_length
+from server.length_groups import DEFAULT_COST, GroupingCost, fit_cost, group_by_length
 from server.versions import ModelVersion, complete_versions
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,10 @@ logger = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
 REQUIRED_LAYERS = ("vectorize", "keep_last_tokens", "classifier")
 REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_size": int}
-# The LSTM's cost on the CPU (measured on 2 cores, BiLSTM-64): about 55 us per time step
-# plus 3.2 us per row and step, and 0.5 ms per call; so one step costs about as much as 16
-# rows, and one call as 150 row-steps. Only the grouping of a batch depends on these.
-STEP_OVERHEAD_ROWS = 16.0
-CALL_OVERHEAD_ROW_STEPS = 150.0
+# Shapes timed to fit a model's grouping cost: rows x time steps (capped at maxlen).
+_CALIBRATION_ROWS = 32
+_CALIBRATION_STEPS = 200
+_CALIBRATION_REPEATS = 3
 # Standardisation keeps only ASCII word characters (RE2's \w), so text in other scripts,
 # emoji or punctuation alone leaves nothing, and an all-padding row must not reach the LSTM.
 NO_WORDS = (
@@ -119,6 +118,8 @@ class ServingModel:
         self.decision_threshold = float(metadata.get("decision_threshold", 0.5))
         self.preset: str = str(metadata.get("preset", ""))
         self.metrics = flatten_metrics(metadata.get("metrics") or {})
+        # How batches are split by length; warm_up() measures this model's own.
+        self.grouping_cost: GroupingCost = DEFAULT_COST
         vectorize, keep_last_tokens, classifier = (
             keras_model.get_layer(name) for name in REQUIRED_LAYERS
         )
@@ -163,7 +164,11 @@ class ServingModel:
             # length together, each group padded only to its own longest review.
             kept, kept_lengths = ids[has_words], lengths[has_words]
             scores = np.empty(len(kept), dtype=np.float64)
-            for rows in group_by_length(kept_lengths, STEP_OVERHEAD_ROWS, CALL_OVERHEAD_ROW_STEPS):
+            cost = self.grouping_cost
+            groups = group_by_length(
+                kept_lengths, cost.step_overhead_rows, cost.call_overhead_row_steps
+            )
+            for rows in groups:
                 scores[rows] = self.score(kept[rows, : int(kept_lengths[rows].max())])
             for index, value in zip(has_words.tolist(), scores.tolist(), strict=True):
                 results[index] = (
@@ -191,7 +196,32 @@ class ServingModel:
             results[2], InvalidReviewError
         ):
             raise ModelLoadError(f"warm-up of {self.path} gave unexpected results: {results!r}")
+        self.grouping_cost = self.calibrate_grouping()
         return time.monotonic() - started_s
+
+    def calibrate_grouping(self) -> GroupingCost:
+        """Times the classifier on three shapes to fit how this model, on this device, trades
+        padding against extra calls (server/length_groups.py); best of a few tries each."""
+        long_steps = max(2, min(self.maxlen, _CALIBRATION_STEPS))
+        short_steps = max(1, long_steps // 4)
+
+        def fastest_s(rows: int, steps: int) -> float:
+            ids = np.ones((rows, steps), dtype=np.int64)  # token 1 (out of vocabulary) is real
+            times_s = []
+            for _ in range(_CALIBRATION_REPEATS):
+                started_s = time.perf_counter()
+                self.score(ids)
+                times_s.append(time.perf_counter() - started_s)
+            return min(times_s)
+
+        return fit_cost(
+            fastest_s(1, short_steps),
+            fastest_s(1, long_steps),
+            fastest_s(_CALIBRATION_ROWS, long_steps),
+            short_steps,
+            long_steps,
+            _CALIBRATION_ROWS,
+        )
 
     def describe(self) -> str:
         return f"{self.name} version {self.version} (preset {self.preset or '?'})"

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.length_groups import MAX_CUT_POINTS, group_by_length
+from server.length_groups import (
+    DEFAULT_COST,
+    MAX_CUT_POINTS,
+    MIN_SAVING,
+    fit_cost,
+    group_by_length,
+)
 
 STEP_ROWS, CALL_ROW_STEPS = 16.0, 150.0
 
@@ -40,10 +46,15 @@ def test_every_row_lands_in_exactly_one_group_in_length_order(values):
 
 @given(st.lists(st.integers(1, 500), min_size=1, max_size=9))
 @settings(max_examples=80, deadline=None)
-def test_small_batches_get_the_cheapest_cuts(values):
+def test_small_batches_get_the_cheapest_cuts_unless_they_save_little(values):
     lengths = np.array(values)
     groups = group_by_length(lengths, STEP_ROWS, CALL_ROW_STEPS)
-    assert cost(groups, lengths) == pytest.approx(least_cost_by_brute_force(lengths))
+    least = least_cost_by_brute_force(lengths)
+    whole = cost([np.arange(len(lengths))], lengths)
+    if least <= (1 - MIN_SAVING) * whole:
+        assert cost(groups, lengths) == pytest.approx(least)
+    else:
+        assert len(groups) == 1
 
 
 def test_a_few_long_reviews_do_not_pad_many_short_ones():
@@ -73,14 +84,38 @@ def test_empty_and_malformed_input():
         group_by_length(np.ones((2, 2)), STEP_ROWS, CALL_ROW_STEPS)
 
 
-def test_a_split_batch_scores_each_review_as_if_alone(serving_model):
-    from server.model import CALL_OVERHEAD_ROW_STEPS, STEP_OVERHEAD_ROWS
-
+def test_a_split_batch_scores_each_review_as_if_alone(serving_model, monkeypatch):
+    # The default preset's cost model: the tiny model's own might not split this batch.
+    monkeypatch.setattr(serving_model, "grouping_cost", DEFAULT_COST)
     short = ["great fun", "dull plot", "superb", "awful movie", "loved it", "boring"] * 4
     long = [" ".join(["the plot was great and the actor superb"] * 10)] * 3
     reviews = short[:12] + long + short[12:]
     lengths = np.count_nonzero(serving_model.tokenize(reviews), axis=1)
-    groups = group_by_length(lengths, STEP_OVERHEAD_ROWS, CALL_OVERHEAD_ROW_STEPS)
+    groups = group_by_length(
+        lengths, DEFAULT_COST.step_overhead_rows, DEFAULT_COST.call_overhead_row_steps
+    )
     assert len(groups) > 1  # the server splits this batch
     alone = [serving_model.predict([review])[0] for review in reviews]
     assert serving_model.predict(reviews) == pytest.approx(alone, abs=1e-5, rel=0)
+
+
+def test_the_cost_model_is_recovered_from_exact_timings():
+    # 0.5 ms per call, 50 us per step, 2 us per row-step.
+    def time_s(rows: int, steps: int) -> float:
+        return 0.5e-3 + steps * (50e-6 + rows * 2e-6)
+
+    cost = fit_cost(time_s(1, 50), time_s(1, 200), time_s(32, 200), 50, 200, 32)
+    assert cost.step_overhead_rows == pytest.approx(25.0)
+    assert cost.call_overhead_row_steps == pytest.approx(250.0)
+
+
+def test_timings_that_make_no_sense_fall_back_to_the_default_cost():
+    # More rows took less time: noise, not a model.
+    assert fit_cost(1e-3, 4e-3, 3e-3, 50, 200, 32) == DEFAULT_COST
+    assert fit_cost(1e-3, 4e-3, float("nan"), 50, 200, 32) == DEFAULT_COST
+
+
+def test_warm_up_measures_the_models_own_cost(serving_model):
+    cost = serving_model.calibrate_grouping()
+    assert 0 <= cost.step_overhead_rows < 1e4
+    assert 0 <= cost.call_overhead_row_steps <= 1e7
