@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import grpc
 import pytest
 
 from client import sentiment_pb2
 from client import sentiment_pb2_grpc as stubs
+from tests.helpers import occupy, request, until
 from tests.model_spies import CountingModel, GatedModel
 
 UNARY_CALLS = 300
@@ -23,22 +23,10 @@ STREAMS = 20
 REVIEWS_PER_STREAM = 10  # written, never half-closed: the stream is abandoned half-way
 
 
-async def until(condition, timeout_s: float = 30) -> None:
-    deadline_s = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline_s, "condition not reached in time"
-        await asyncio.sleep(0.005)
-
-
-def request(*reviews: str) -> sentiment_pb2.PredictRequest:
-    return sentiment_pb2.PredictRequest(reviews=list(reviews))
-
-
 async def _cancel_everything_queued(running, model: GatedModel) -> dict:
     async with grpc.aio.insecure_channel(running.target) as channel:
         stub = stubs.SentimentServiceStub(channel)
-        first = asyncio.ensure_future(stub.Predict(request("in the model"), timeout=60))
-        await until(lambda: model.calls)
+        first = await occupy(stub, model)
         calls = [
             stub.Predict(request(*[f"gone {i} {k}" for k in range(1 + i % 3)]), timeout=60)
             for i in range(UNARY_CALLS)

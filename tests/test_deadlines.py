@@ -8,35 +8,23 @@ the model's own record of what reached it is the proof that expired work was nev
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
 
 from client import sentiment_pb2
 from client import sentiment_pb2_grpc as stubs
+from tests.helpers import occupy, request, until
 from tests.model_spies import GatedModel
 
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-async def until(condition, timeout_s: float = 30) -> None:
-    deadline_s = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline_s, "condition not reached in time"
-        await asyncio.sleep(0.005)
-
-
-def request(*reviews: str) -> sentiment_pb2.PredictRequest:
-    return sentiment_pb2.PredictRequest(reviews=list(reviews))
 
 
 async def _expire_behind_a_busy_model(running, model: GatedModel, timeout_s=None) -> dict:
     """Holds the model, sends unary calls and a stream that expire in the queue, then releases."""
     async with grpc.aio.insecure_channel(running.target) as channel:
         stub = stubs.SentimentServiceStub(channel)
-        first = asyncio.ensure_future(stub.Predict(request("in the model"), timeout=60))
-        await until(lambda: model.calls)
+        first = await occupy(stub, model)
         late = [
             stub.Predict(request(f"late {i}", f"late {i} too"), timeout=timeout_s)
             for i in range(40)

@@ -17,28 +17,17 @@ import pytest
 
 from client import OverloadedError, RetryPolicy, SentimentClient, sentiment_pb2
 from client import sentiment_pb2_grpc as stubs
+from tests.helpers import occupy, request, until
 from tests.model_spies import GatedModel
 
 CAPACITY = 8
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def until(condition, timeout_s: float = 30) -> None:
-    deadline_s = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline_s, "condition not reached in time"
-        await asyncio.sleep(0.005)
-
-
-def request(*reviews: str) -> sentiment_pb2.PredictRequest:
-    return sentiment_pb2.PredictRequest(reviews=list(reviews))
-
-
 async def _fill_then_flood(running, model: GatedModel) -> dict:
     async with grpc.aio.insecure_channel(running.target) as channel:
         stub = stubs.SentimentServiceStub(channel)
-        first = asyncio.ensure_future(stub.Predict(request("in the model"), timeout=60))
-        await until(lambda: model.calls)  # the model is busy with it; the queue is empty
+        first = await occupy(stub, model)
         admitted_reviews = [[f"admitted {i} {k} great" for k in range(4)] for i in range(2)]
         admitted = [
             asyncio.ensure_future(stub.Predict(request(*reviews), timeout=60))
