@@ -18,6 +18,8 @@ from client import sentiment_pb2, sentiment_pb2_grpc
 from server.config import load_config
 from server.errors import ConfigError, StartupError
 from server.http_api import OPENAPI_PATH, STATIC_DIR
+from tests.fake_models import HeldModel
+from tests.helpers import alone
 
 REVIEWS = [
     "great",
@@ -73,10 +75,6 @@ def wait_until(condition, what: str, timeout_s: float = 20) -> None:
     raise AssertionError(f"timed out waiting until {what}")
 
 
-def alone(serving_model, review: str) -> float:
-    return serving_model.predict([review])[0]
-
-
 @pytest.fixture(scope="module")
 def running(start_server):
     """A real server (the tiny model) with its HTTP listener on."""
@@ -87,22 +85,6 @@ def running(start_server):
 @pytest.fixture(scope="module")
 def port(running) -> int:
     return running.server.http_api.port
-
-
-class HeldModel:
-    """ServingModel's attributes with a predict that waits until released: a busy model."""
-
-    name, version, maxlen, vocabulary_size = "held", 7, 40, 100
-    decision_threshold, metrics, preset = 0.5, {}, "fake"
-
-    def __init__(self):
-        self.release = threading.Event()
-        self.calls: list[list[str]] = []
-
-    def predict(self, reviews):
-        self.calls.append(list(reviews))
-        self.release.wait(30)
-        return [0.75] * len(reviews)
 
 
 # -- the seed's shapes and many reviews ----------------------------------------------

@@ -13,16 +13,7 @@ from hypothesis import strategies as st
 
 from server.errors import InvalidReviewError, ModelLoadError, StartupError
 from server.model import ServingModel, find_latest_version, flatten_metrics
-
-# Very different lengths: one word, past maxlen (40 for "tiny"), markup, unknown words.
-REVIEWS = [
-    "great",
-    "the movie was awful and boring and the plot a waste " * 12,
-    "Loved it.<br /><br />Brilliant, moving and fun!",
-    "zzz qqq the film",
-    "dull " * 39 + "superb",
-    "a wonderful story of an actor who hated the scene",
-]
+from tests.helpers import REVIEWS
 
 
 def copy_version(source_dir: Path, target_dir: Path, version: int) -> Path:

@@ -9,27 +9,17 @@ import grpc
 import pytest
 
 from client import sentiment_pb2, sentiment_pb2_grpc
+from tests import helpers
+from tests.fake_models import HeldModel
+from tests.helpers import alone
 
-REVIEWS = [
-    "great",
-    "the movie was awful and boring and the plot a waste " * 12,
-    "Loved it.<br /><br />Brilliant, moving and fun!",
-    "zzz qqq the film",
-    "dull " * 39 + "superb",
-    "a wonderful story of an actor who hated the scene",
-    "terrible",
-]
+REVIEWS = [*helpers.REVIEWS, "terrible"]
 
 
 @pytest.fixture(scope="module")
 def stub(grpc_server):
     with grpc.insecure_channel(grpc_server) as channel:
         yield sentiment_pb2_grpc.SentimentServiceStub(channel)
-
-
-def alone(serving_model, review: str) -> float:
-    """The unbatched score: the review scored by itself."""
-    return serving_model.predict([review])[0]
 
 
 def predict(stub, reviews, **kwargs) -> sentiment_pb2.PredictResponse:
@@ -150,22 +140,6 @@ def test_concurrent_callers_each_get_their_own_results_and_share_batches(
     assert stats.reviews == sum(len(r) for r in own_reviews)
     assert stats.mean_batch_size > 1, "concurrent callers were never batched together"
     assert stats.max_batch_size_seen <= 16
-
-
-class HeldModel:
-    """ServingModel's attributes with a predict that waits until released: a busy model."""
-
-    name, version, maxlen, vocabulary_size = "held", 7, 40, 100
-    decision_threshold, metrics, preset = 0.5, {}, "fake"
-
-    def __init__(self):
-        self.release = threading.Event()
-        self.calls: list[list[str]] = []
-
-    def predict(self, reviews):
-        self.calls.append(list(reviews))
-        self.release.wait(30)
-        return [0.75] * len(reviews)
 
 
 def test_full_queue_is_resource_exhausted_with_a_retry_hint(start_server):
