@@ -10,7 +10,7 @@ import grpc
 import grpc.aio
 
 from client import sentiment_pb2, sentiment_pb2_grpc
-from client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TlsConfig, positive
+from client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TlsConfig
 from client.errors import DeadlineExceededError, ProtocolError, from_rpc_error
 from client.stream_ledger import StreamLedger
 from client.types import (
@@ -53,12 +53,7 @@ class AsyncSentimentClient:
         self.config = ClientConfig(
             target, timeout_s, stream_timeout_s, max_in_flight, retry, tls, token
         )
-        credentials = self.config.credentials()
-        options = self.config.channel_options()
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self._channel = self.config.open_channel(grpc.aio)
         self._stub = sentiment_pb2_grpc.SentimentServiceStub(self._channel)
         self._metadata = self.config.metadata()
 
@@ -81,7 +76,7 @@ class AsyncSentimentClient:
         request = sentiment_pb2.PredictRequest(reviews=reviews)
         try:
             response = await self._stub.Predict(
-                request, timeout=self._timeout(timeout_s), metadata=self._metadata
+                request, timeout=self.config.call_timeout_s(timeout_s), metadata=self._metadata
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
@@ -91,7 +86,7 @@ class AsyncSentimentClient:
         try:
             response = await self._stub.GetModelInfo(
                 sentiment_pb2.GetModelInfoRequest(),
-                timeout=self._timeout(timeout_s),
+                timeout=self.config.call_timeout_s(timeout_s),
                 metadata=self._metadata,
             )
         except grpc.RpcError as exc:
@@ -110,7 +105,7 @@ class AsyncSentimentClient:
         call once the generator is closed (`contextlib.aclosing` makes that prompt).
         """
         call = self._stub.StreamPredict(
-            timeout=self._timeout(stream_timeout_s, "stream_timeout_s"),
+            timeout=self.config.call_timeout_s(stream_timeout_s, "stream_timeout_s"),
             metadata=self._metadata,
         )
         ledger = StreamLedger()
@@ -152,13 +147,6 @@ class AsyncSentimentClient:
                     f"no stream result for {self.config.timeout_s:g}s "
                     f"with {ledger.unanswered} reviews unanswered",
                 )
-
-    def _timeout(self, value_s: float | None, name: str = "timeout_s") -> float:
-        """A call's own deadline setting, checked; the client's setting when it has none."""
-        if value_s is None:
-            return getattr(self.config, name)
-        positive(name, value_s)
-        return value_s
 
 
 async def _write(

@@ -192,13 +192,7 @@ async def _run_process(
     go=None,
 ) -> dict:
     """One process's share of the run, on one channel; returns its raw counts and latencies."""
-    client_config = config.client_config()
-    credentials = client_config.credentials()
-    options = client_config.channel_options()
-    if credentials is None:
-        channel = grpc.aio.insecure_channel(config.target, options=options)
-    else:
-        channel = grpc.aio.secure_channel(config.target, credentials, options=options)
+    channel = config.client_config().open_channel(grpc.aio)
     async with channel:
         try:
             await asyncio.wait_for(channel.channel_ready(), config.timeout_s)

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import grpc
 
@@ -138,6 +139,22 @@ class ClientConfig:
 
     def credentials(self) -> grpc.ChannelCredentials | None:
         return None if self.tls is None else self.tls.credentials()
+
+    def open_channel(self, channels: ModuleType) -> grpc.Channel | grpc.aio.Channel:
+        """A channel to `target` made by `channels` (grpc, or grpc.aio for the asyncio client),
+        secure when `tls` is set."""
+        credentials = self.credentials()
+        options = self.channel_options()
+        if credentials is None:
+            return channels.insecure_channel(self.target, options=options)
+        return channels.secure_channel(self.target, credentials, options=options)
+
+    def call_timeout_s(self, value_s: float | None, name: str = "timeout_s") -> float:
+        """A call's own deadline setting `name`, checked; this config's `name` when it has none."""
+        if value_s is None:
+            return getattr(self, name)
+        positive(name, value_s)
+        return value_s
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """Metadata sent on every call."""

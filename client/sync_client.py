@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 import grpc
 
 from client import sentiment_pb2, sentiment_pb2_grpc
-from client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TlsConfig, positive
+from client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TlsConfig
 from client.errors import DeadlineExceededError, ProtocolError, from_rpc_error
 from client.stream_ledger import StreamLedger
 from client.types import (
@@ -53,12 +53,7 @@ class SentimentClient:
         self.config = ClientConfig(
             target, timeout_s, stream_timeout_s, max_in_flight, retry, tls, token
         )
-        credentials = self.config.credentials()
-        options = self.config.channel_options()
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._channel = self.config.open_channel(grpc)
         self._stub = sentiment_pb2_grpc.SentimentServiceStub(self._channel)
         self._metadata = self.config.metadata()
 
@@ -82,7 +77,7 @@ class SentimentClient:
         request = sentiment_pb2.PredictRequest(reviews=reviews)
         try:
             response = self._stub.Predict(
-                request, timeout=self._timeout(timeout_s), metadata=self._metadata
+                request, timeout=self.config.call_timeout_s(timeout_s), metadata=self._metadata
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
@@ -92,7 +87,7 @@ class SentimentClient:
         try:
             response = self._stub.GetModelInfo(
                 sentiment_pb2.GetModelInfoRequest(),
-                timeout=self._timeout(timeout_s),
+                timeout=self.config.call_timeout_s(timeout_s),
                 metadata=self._metadata,
             )
         except grpc.RpcError as exc:
@@ -134,7 +129,7 @@ class SentimentClient:
 
         call = self._stub.StreamPredict(
             requests(),
-            timeout=self._timeout(stream_timeout_s, "stream_timeout_s"),
+            timeout=self.config.call_timeout_s(stream_timeout_s, "stream_timeout_s"),
             metadata=self._metadata,
         )
         watchdog = _StreamWatchdog(ledger, self.config.timeout_s, call.cancel, closed)
@@ -158,13 +153,6 @@ class SentimentClient:
             raise input_errors[0]
         if ledger.unanswered:
             raise ProtocolError(f"the stream ended with {ledger.unanswered} reviews unanswered")
-
-    def _timeout(self, value_s: float | None, name: str = "timeout_s") -> float:
-        """A call's own deadline setting, checked; the client's setting when it has none."""
-        if value_s is None:
-            return getattr(self.config, name)
-        positive(name, value_s)
-        return value_s
 
 
 class _StreamWatchdog:
