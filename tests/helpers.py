@@ -1,10 +1,13 @@
-"""Small pieces the server tests share: test reviews, Predict requests, waiting on a condition."""
+"""Small pieces the server tests share: test reviews, requests, waits, a model kept busy."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+
+import grpc
 
 from client import sentiment_pb2
 
@@ -36,9 +39,26 @@ async def until(condition: Callable[[], object], timeout_s: float = 30) -> None:
         await asyncio.sleep(0.005)
 
 
-async def occupy(stub, model) -> asyncio.Future:
-    """Sends the review "in the model" and waits until a held model has it: the model is busy
-    and the queue empty. Returns the call, which finishes once the test releases the model."""
-    first = asyncio.ensure_future(stub.Predict(request("in the model"), timeout=60))
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = 20) -> None:
+    """Polls `condition` from a plain thread; fails the test naming `what` after timeout_s."""
+    pause = threading.Event()
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+async def occupy(stub, model, review: str = "in the model") -> asyncio.Future:
+    """Sends `review` on a grpc.aio stub and waits until a held model has it: the model is
+    busy and the queue empty. Returns the call, which ends once the test releases the model."""
+    first = asyncio.ensure_future(stub.Predict(request(review), timeout=60))
     await until(lambda: model.calls)
+    return first
+
+
+def occupy_blocking(stub, model, review: str = "in the model") -> grpc.Future:
+    """`occupy` for a blocking stub: returns the call's future once a held model has `review`."""
+    first = stub.Predict.future(request(review), timeout=30)
+    wait_until(lambda: model.calls, f"{review!r} is in the model")
     return first

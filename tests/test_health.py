@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from client import sentiment_pb2_grpc
 from server.main import SERVICE_NAME, create_server
 from tests.conftest import server_config_for_tests
-from tests.test_servicer import HeldModel
+from tests.fake_models import HeldModel
+from tests.helpers import occupy_blocking
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -66,9 +66,7 @@ def test_watch_sees_serving_then_not_serving_on_drain_for_both(start_server):
         first = {service: next(watch).status for service, watch in watches.items()}
         # An in-flight call keeps the server draining while the watches report.
         stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
-        in_flight = stub.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
-        while not model.calls:
-            threading.Event().wait(0.01)
+        in_flight = occupy_blocking(stub, model, "x")
         stopping = asyncio.run_coroutine_threadsafe(running.server.stop(grace_s=20), running._loop)
         on_drain = {service: next(watch).status for service, watch in watches.items()}
         for watch in watches.values():

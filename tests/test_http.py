@@ -6,7 +6,6 @@ import asyncio
 import http.client
 import json
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
@@ -19,7 +18,7 @@ from server.config import load_config
 from server.errors import ConfigError, StartupError
 from server.http_api import OPENAPI_PATH, STATIC_DIR
 from tests.fake_models import HeldModel
-from tests.helpers import alone
+from tests.helpers import alone, wait_until
 
 REVIEWS = [
     "great",
@@ -64,15 +63,6 @@ def call(port: int, method: str, path: str, body=None, headers=None, **options) 
 
 def post(port: int, payload) -> Answer:
     return call(port, "POST", "/predict", json.dumps(payload).encode(), JSON_HEADERS)
-
-
-def wait_until(condition, what: str, timeout_s: float = 20) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout_s / 0.01)):
-        if condition():
-            return
-        done.wait(0.01)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 @pytest.fixture(scope="module")

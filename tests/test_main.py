@@ -21,7 +21,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from client import sentiment_pb2, sentiment_pb2_grpc
 from server.main import SERVICE_NAME, main
-from tests.test_servicer import HeldModel
+from tests.fake_models import HeldModel
+from tests.helpers import occupy_blocking
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -56,9 +57,7 @@ def test_stop_says_not_serving_refuses_new_calls_and_finishes_in_flight_ones(sta
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=30
         )
         assert next(watch).status == SERVING
-        in_flight = stub.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
-        while not model.calls:
-            threading.Event().wait(0.01)
+        in_flight = occupy_blocking(stub, model, "x")
         stopping = asyncio.run_coroutine_threadsafe(running.server.stop(grace_s=20), running._loop)
         assert next(watch).status == NOT_SERVING
         watch.cancel()  # an open Watch would otherwise hold the drain for the whole grace period

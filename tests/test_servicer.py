@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import grpc
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from client import sentiment_pb2, sentiment_pb2_grpc
 from tests import helpers
 from tests.fake_models import HeldModel
-from tests.helpers import alone
+from tests.helpers import alone, occupy_blocking, wait_until
 
 REVIEWS = [*helpers.REVIEWS, "terrible"]
 
@@ -148,14 +147,11 @@ def test_full_queue_is_resource_exhausted_with_a_retry_hint(start_server):
     with start_server(model=model, **settings) as running:
         with grpc.insecure_channel(running.target) as channel:
             held = sentiment_pb2_grpc.SentimentServiceStub(channel)
-            first = held.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
-            while not model.calls:  # the first review is in the model, the queue is empty
-                threading.Event().wait(0.01)
+            first = occupy_blocking(held, model, "x")
             queued = held.Predict.future(
                 sentiment_pb2.PredictRequest(reviews=["y", "z"]), timeout=30
             )
-            while running.server.stats().queue_depth < 2:
-                threading.Event().wait(0.01)
+            wait_until(lambda: running.server.stats().queue_depth >= 2, "2 reviews are queued")
             with pytest.raises(grpc.RpcError) as refused:
                 predict(held, ["one too many"])
             model.release.set()
@@ -172,9 +168,7 @@ def test_expired_work_is_dropped_before_inference(start_server):
     with start_server(model=model, default_timeout_ms=200) as running:
         with grpc.insecure_channel(running.target) as channel:
             held = sentiment_pb2_grpc.SentimentServiceStub(channel)
-            first = held.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
-            while not model.calls:
-                threading.Event().wait(0.01)
+            first = occupy_blocking(held, model, "x")
             with pytest.raises(grpc.RpcError) as server_default:
                 held.Predict(sentiment_pb2.PredictRequest(reviews=["late"]))
             with pytest.raises(grpc.RpcError) as client_deadline:
@@ -214,13 +208,10 @@ def test_a_full_queue_fails_only_the_stream_reviews_that_did_not_fit(start_serve
     with start_server(model=model, **settings) as running:
         with grpc.insecure_channel(running.target) as channel:
             held = sentiment_pb2_grpc.SentimentServiceStub(channel)
-            first = held.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
-            while not model.calls:
-                threading.Event().wait(0.01)
+            first = occupy_blocking(held, model, "x")
             requests = [sentiment_pb2.StreamPredictRequest(id=str(i), review="r") for i in range(3)]
             responses = held.StreamPredict(iter(requests), timeout=30)
-            while running.server.stats().rejected_full < 1:
-                threading.Event().wait(0.01)
+            wait_until(lambda: running.server.stats().rejected_full >= 1, "a review is refused")
             model.release.set()
             results = list(responses)
             first.result()
@@ -235,16 +226,14 @@ def test_a_cancelled_stream_drops_its_queued_reviews(start_server):
     with start_server(model=model) as running:
         with grpc.insecure_channel(running.target) as channel:
             held = sentiment_pb2_grpc.SentimentServiceStub(channel)
-            first = held.Predict.future(sentiment_pb2.PredictRequest(reviews=["x"]), timeout=30)
-            while not model.calls:
-                threading.Event().wait(0.01)
+            first = occupy_blocking(held, model, "x")
             requests = [sentiment_pb2.StreamPredictRequest(id="s", review="gone")] * 3
             leaving = held.StreamPredict(iter(requests), timeout=30)
-            while running.server.stats().queue_depth < 3:
-                threading.Event().wait(0.01)
+            wait_until(lambda: running.server.stats().queue_depth >= 3, "3 reviews are queued")
             leaving.cancel()
-            while running.server.stats().queue_depth > 0:  # the server saw the cancellation
-                threading.Event().wait(0.01)
+            wait_until(
+                lambda: running.server.stats().queue_depth == 0, "the server saw the cancellation"
+            )
             model.release.set()
             first.result()
             assert predict(held, ["after"]).predictions[0].score == pytest.approx(0.75)
