@@ -83,7 +83,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
 
     async def Predict(self, request, context) -> sentiment_pb2.PredictResponse:
         try:
-            scores = await self._score_all(list(request.reviews), context)
+            scores = await self.score_reviews(list(request.reviews), self._timeout_s(context))
         except Exception as error:  # a ServiceError, or a bug that status_of logs
             code, message, trailers = status_of(error)
             await context.abort(code, message, trailing_metadata=trailers)  # raises
@@ -126,9 +126,6 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         )
 
     # -- Predict -------------------------------------------------------------------
-
-    async def _score_all(self, reviews: list[str], context) -> list[float]:
-        return await self.score_reviews(reviews, self._timeout_s(context))
 
     async def score_reviews(self, reviews: list[str], timeout_s: float) -> list[float]:
         """Checks one request's reviews, queues them all and awaits their scores in order.
