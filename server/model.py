@@ -184,9 +184,6 @@ class ServingModel:
         """P(positive) [batch] for token ids [batch, time] with no all-padding row."""
         return self._score(tf.constant(ids, dtype=tf.int64)).numpy()[:, 0]
 
-    def is_positive(self, score: float) -> bool:
-        return score >= self.decision_threshold
-
     def warm_up(self) -> float:
         """Traces both functions and touches the device once; returns the seconds it took."""
         started_s = time.monotonic()
