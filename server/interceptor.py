@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -33,7 +33,7 @@ _USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 _SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 
 
-def request_id_of(metadata) -> str:
+def request_id_of(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     """The caller's usable x-request-id, or a new random one."""
     for key, value in metadata or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and _USABLE_REQUEST_ID.fullmatch(value):
@@ -48,7 +48,11 @@ class CallObserver(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._slow_call_s = slow_call_ms / 1000 if slow_call_ms > 0 else None
 
-    async def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: gRPC answers UNIMPLEMENTED itself
             return None

@@ -224,7 +224,7 @@ class ServingModel:
         return f"{self.name} version {self.version} (preset {self.preset or '?'})"
 
 
-def load_keras_model(path: Path, device: str):
+def load_keras_model(path: Path, device: str) -> keras.Model:
     """Loads a .keras file in safe mode, its variables placed on `device`."""
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")

@@ -81,7 +81,9 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         self._batcher = batcher
         self._limits = limits
 
-    async def Predict(self, request, context) -> sentiment_pb2.PredictResponse:
+    async def Predict(
+        self, request: sentiment_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> sentiment_pb2.PredictResponse:
         try:
             scores = await self.score_reviews(list(request.reviews), self._timeout_s(context))
         except Exception as error:  # a ServiceError, or a bug that status_of logs
@@ -90,7 +92,9 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         return sentiment_pb2.PredictResponse(predictions=[self._prediction(s) for s in scores])
 
     async def StreamPredict(
-        self, request_iterator, context
+        self,
+        request_iterator: AsyncIterator[sentiment_pb2.StreamPredictRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[sentiment_pb2.StreamPredictResponse]:
         # The reader queues reviews as they arrive so one stream fills batches; this
         # generator answers in arrival order. The bounded `in_flight` queue stops the
@@ -113,7 +117,9 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
                 if isinstance(item, _StreamItem) and isinstance(item.outcome, asyncio.Future):
                     item.outcome.cancel()
 
-    async def GetModelInfo(self, request, context) -> sentiment_pb2.ModelInfo:
+    async def GetModelInfo(
+        self, request: sentiment_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> sentiment_pb2.ModelInfo:
         model = self._model
         return sentiment_pb2.ModelInfo(
             name=model.name,
