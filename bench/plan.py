@@ -10,7 +10,8 @@ class Plan:
     """Every size and duration of one run; the full plan must finish in 10 minutes on 2 cores."""
 
     sample_size: int  # real test reviews drawn for the whole run
-    limit_s: float  # per batch size, in-process
+    limit_s: float  # per batch size and round, in-process
+    limit_rounds: int  # sweeps over the batch sizes; the fastest of each size counts
     padding_s: float  # per variant (as served, padded to maxlen)
     load_s: float  # per gRPC load run
     warm_up_s: float  # of unrecorded load on each server before its first measurement
@@ -34,7 +35,8 @@ class Plan:
 
 FULL = Plan(
     sample_size=2000,
-    limit_s=3.0,
+    limit_s=2.0,
+    limit_rounds=2,
     padding_s=3.0,
     load_s=10.0,
     warm_up_s=2.0,
@@ -55,6 +57,7 @@ FULL = Plan(
 QUICK = Plan(
     sample_size=200,
     limit_s=0.2,
+    limit_rounds=1,
     padding_s=0.2,
     load_s=1.0,
     warm_up_s=0.3,

@@ -97,7 +97,9 @@ def render(results: dict) -> str:
         "## 1. Limit: the serving function in-process",
         "",
         "`ServingModel.predict` on consecutive batches of the sample, one call at a time, "
-        "as the server's inference thread calls it. Best up to max_batch_size "
+        "as the server's inference thread calls it; each size measured in "
+        f"{limit['points'][0]['rounds']} round(s), the fastest counting. Best up to "
+        "max_batch_size "
         f"{limit['max_batch_size']}: **{best['reviews_per_s']:.0f} reviews/s at batch "
         f"{best['batch_size']}**. Grouping by length, as calibrated at warm-up: a time step "
         f"costs as much as {limit['grouping_cost']['step_overhead_rows']:.0f} rows, a call as "

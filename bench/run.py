@@ -54,8 +54,9 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
     model = ServingModel.load_latest(ctx.model_dir, device="cpu")
     model.warm_up()
     say(f"in-process: {model.describe()}")
+    sizes = batch_sizes_up_to(largest_batch_size)
     points = measure_limit(
-        model.predict, ctx.reviews, batch_sizes_up_to(largest_batch_size), ctx.plan.limit_s
+        model.predict, ctx.reviews, sizes, ctx.plan.limit_s, ctx.plan.limit_rounds
     )
     for point in points:
         say(f"  limit at batch {point['batch_size']}: {point['reviews_per_s']:.0f} reviews/s")

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,25 @@ def test_batch_sizes_double_up_to_and_including_the_largest():
     assert batch_sizes_up_to(1) == [1]
     assert batch_sizes_up_to(32) == [1, 2, 4, 8, 16, 32]
     assert batch_sizes_up_to(48) == [1, 2, 4, 8, 16, 32, 48]
+
+
+def test_the_limit_keeps_the_fastest_round_of_each_batch_size():
+    from bench.limit import measure_limit
+
+    calls: list[int] = []
+
+    def predict(batch: list[str]) -> list[float]:
+        calls.append(len(batch))
+        if calls.count(2) <= 4:  # the first round at batch size 2, as if the machine were busy
+            time.sleep(0.01)
+        return [0.5] * len(batch)
+
+    points = measure_limit(predict, ["a", "b", "c"], [1, 2], duration_s=0.0, rounds=2)
+    assert [p["batch_size"] for p in points] == [1, 2]
+    assert all(p["rounds"] == 2 for p in points)
+    # Swept up, then down: 1, 2, 2, 1 (each one warm-up call, then three timed ones).
+    assert calls == [1] * 4 + [2] * 4 + [2] * 4 + [1] * 4
+    assert points[1]["latency_ms"]["max"] < 5  # the slowed round did not count
 
 
 def test_best_limit_ignores_batch_sizes_above_the_server_maximum():
