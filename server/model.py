@@ -32,7 +32,7 @@ DEVICES = ("auto", "cpu", "gpu")
 REQUIRED_LAYERS = ("vectorize", "keep_last_tokens", "classifier")
 REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_size": int}
 # Shapes timed to fit a model's grouping cost: rows x time steps (capped at maxlen).
-_CALIBRATION_ROWS = 32
+_CALIBRATION_ROWS = 128  # as many as a default batch: the regime where grouping pays
 _CALIBRATION_STEPS = 200
 _CALIBRATION_REPEATS = 3
 # Standardisation keeps only ASCII word characters (RE2's \w), so text in other scripts,
