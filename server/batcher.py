@@ -10,6 +10,11 @@ returns, per review, a float or an Exception that fails only that review
   backend is free); reviews that arrived while a batch was running wait for
   company: until `max_batch_size` are queued or `max_delay_ms` after the
   oldest arrived, whichever is first;
+- except right after a batch of several: its callers may call again at once
+  (a closed loop, like a load test), so the next batch waits for them, at
+  most half as long as that batch took, and that wait is skipped for a while
+  when it came to nothing. Otherwise the callers split into two groups that
+  take turns, each half the size and paying the batch's fixed cost twice;
 - callers that went away, and reviews whose deadline passed, are dropped
   before inference (Ray's ray#50046 was a batcher stuck on cancelled callers);
 - admission is all-or-nothing per request, and a full queue is refused with
@@ -35,6 +40,9 @@ from server.errors import (
     QueueFullError,
     ShuttingDownError,
 )
+
+# After regroups that came to nothing, at most this many batches go by before the next try.
+_MAX_REGROUP_SKIPS = 63
 
 PredictFn = Callable[[list[str]], Sequence[float | BaseException]]
 
@@ -132,6 +140,12 @@ class MicroBatcher:
         self._arrived = asyncio.Event()
         # A review queued before this instant arrived while the model was busy.
         self._idle_since_s = -math.inf
+        # Regrouping after a batch of several (see _plan_regroup): until when, for how many,
+        # and how many batches to skip it for after regroups that came to nothing.
+        self._regroup_until_s = -math.inf
+        self._regroup_size = 0
+        self._regroup_skips = 0
+        self._regroup_countdown = 0
         self._closing = False
         self._task: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -243,26 +257,40 @@ class MicroBatcher:
                     return None
                 self._arrived.clear()
                 await self._arrived.wait()
-            if self._queue[0].enqueued_at_s < self._idle_since_s and not self._closing:
-                await self._wait_for_company(self._queue[0].enqueued_at_s)
+            oldest_s = self._queue[0].enqueued_at_s
+            if self._closing:
+                pass
+            elif oldest_s < self._regroup_until_s:
+                # Callers of the batch that just ended may be calling again at once (a closed
+                # loop): gather them with what queued meanwhile, rather than run the first
+                # few alone and split the callers into groups that then take turns.
+                gathered = await self._wait_for_company(self._regroup_until_s, self._regroup_size)
+                skips = 0 if gathered else min(self._regroup_skips * 2 + 1, _MAX_REGROUP_SKIPS)
+                self._regroup_skips = skips
+                self._regroup_countdown = self._regroup_skips
+            elif oldest_s < self._idle_since_s:
+                await self._wait_for_company(
+                    oldest_s + self.max_delay_ms / 1000, self.max_batch_size
+                )
             batch = self._take_live_reviews()
             if batch:
                 return batch
 
-    async def _wait_for_company(self, oldest_enqueued_at_s: float) -> None:
-        """Waits until a full batch is queued or `max_delay_ms` after the oldest review arrived."""
-        flush_at_s = oldest_enqueued_at_s + self.max_delay_ms / 1000
+    async def _wait_for_company(self, flush_at_s: float, wanted: int) -> bool:
+        """Waits until `wanted` reviews (at most a full batch) are queued, or until flush_at_s;
+        True if they were."""
         # A full queue can take no more company, even if it holds less than a batch.
-        enough = min(self.max_batch_size, self.queue_capacity)
+        enough = min(wanted, self.max_batch_size, self.queue_capacity)
         while len(self._queue) < enough and not self._closing:
             remaining_s = flush_at_s - time.monotonic()
             if remaining_s <= 0:
-                return
+                return False
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining_s)
             except asyncio.TimeoutError:
-                return
+                return False
+        return len(self._queue) >= enough
 
     def _take_live_reviews(self) -> list[PendingReview]:
         """Pops up to `max_batch_size` reviews, dropping cancelled callers and expired deadlines."""
@@ -319,11 +347,26 @@ class MicroBatcher:
         finally:
             finished_s = time.monotonic()
             self._idle_since_s = finished_s
+            self._plan_regroup(len(batch), finished_s - started_s)
             self._stats.batches += 1
             self._stats.reviews += len(batch)
             self._stats.inference_s_total += finished_s - started_s
             self._stats.max_batch_size_seen = max(self._stats.max_batch_size_seen, len(batch))
             self._report(BatchRecord(len(batch), queue_waits_s, finished_s - started_s, failed))
+
+    def _plan_regroup(self, batch_size: int, inference_s: float) -> None:
+        """After a batch of several, the next batch may wait for its callers to come back:
+        for at most half the time the batch took (so waiting for callers who do not come
+        costs the model a third of its time at worst), and not at all for the next
+        1, 3, 7 ... batches after regroups that came to nothing (callers not in a loop)."""
+        self._regroup_until_s = -math.inf
+        if batch_size < 2:
+            return
+        if self._regroup_countdown:
+            self._regroup_countdown -= 1
+            return
+        self._regroup_until_s = self._idle_since_s + inference_s / 2
+        self._regroup_size = len(self._queue) + batch_size
 
     # -- helpers -------------------------------------------------------------------
 
