@@ -150,3 +150,9 @@ def test_threshold_is_chosen_for_validation_accuracy():
     assert train.choose_threshold(labels, scores) == pytest.approx(0.63)
     # Every threshold in a wide band is perfect here: the one nearest 0.5 wins.
     assert train.choose_threshold(labels, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])) == 0.5
+
+
+def test_an_existing_version_is_refused_before_training(tiny_run):
+    dataset, out, _ = tiny_run
+    with pytest.raises(FileExistsError, match="already exists"):
+        train.train(dataset, get_preset("tiny", max_epochs=50), out, version=1, verbose=0)

@@ -180,6 +180,8 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     version = version or next_version(out)
+    if (out / str(version)).exists():  # fail now, not after training
+        raise FileExistsError(f"{out / str(version)} already exists; pass another --version")
     checkpoint_dir = checkpoint_dir or out / ".checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     callbacks = [
@@ -244,23 +246,33 @@ def train(
         "metrics": {"validation": val_metrics},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    # Build the version in a hidden folder and rename it into place, so a
-    # server polling `out` never sees a half-written version.
-    staging = out / f".staging-{version}"
+    result = None
+    if report:
+        result = evaluate.evaluate_model(model, dataset, threshold, history=history)
+        metadata["metrics"]["test"] = result.metrics
+    return write_version(out / str(version), model, history, metadata, result)
+
+
+def write_version(
+    final: Path, model: keras.Model, history: dict, metadata: dict, result=None
+) -> Path:
+    """Writes a version folder: model, history, report, then metadata.json last.
+
+    The folder is built under a hidden name and renamed into place, so a server
+    polling the model directory never sees a half-written version.
+    """
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; pass another --version")
+    staging = final.parent / f".staging-{final.name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     # Save an uncompiled twin that shares the trained layers: no optimizer
     # state in the shipped file, and nothing but inference to load.
     keras.Model(model.inputs, model.outputs, name=model.name).save(staging / MODEL_FILE)
     (staging / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
-    if report:
-        result = evaluate.evaluate_model(model, dataset, threshold, history=history)
-        metadata["metrics"]["test"] = result.metrics
+    if result is not None:
         evaluate.write_report(result, staging / "report", metadata)
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    final = out / str(version)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; pass another --version")
     staging.rename(final)
     print(f"wrote {final}", flush=True)
     return final
