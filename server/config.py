@@ -40,8 +40,10 @@ class ServerConfig:
     model_dir: Path = DEFAULT_MODEL_DIR
     poll_s: float = 5.0
     device: str = "auto"
-    # From `make bench` (reports/bench): on 2 CPU cores, 128 matches 64 at 64 callers and
-    # beats it by a fifth or more at 256, with a lower p99 there; 32 trails both.
+    # From `make bench` tuning on 2 CPU cores: at 256 callers 128 serves about 1.4x what 32
+    # does and 1.1x 64, alike at 64 callers; 256 adds about 15% more at 256 callers, but a
+    # batch then takes about 150 ms instead of 90 and leaves no overlap for loads that keep
+    # about 256 reviews in flight (Predict x32, streams), so the default stays at 128.
     max_batch_size: int = 128
     max_delay_ms: float = 5.0
     queue_capacity: int = 1024
