@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 ROWS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+# The student report this product grew out of (100 epochs, overfit).
+SEED_REPORTED = {"accuracy": 0.8404, "roc_auc": 0.90}
 
 
 def write(result, out: Path, metadata: dict) -> None:
@@ -28,7 +30,7 @@ def write(result, out: Path, metadata: dict) -> None:
         "validation": metadata.get("metrics", {}).get("validation"),
         "tfidf_logreg_baseline": result.baseline,
         "seed_measured_here": result.seed_measured,
-        "seed_reported": {"accuracy": 0.8404, "roc_auc": 0.90},
+        "seed_reported": SEED_REPORTED,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(result, metadata))
@@ -52,7 +54,7 @@ def _markdown(result, metadata: dict) -> str:
     ]
     if result.seed_measured:
         columns.append(("seed LSTM, measured here", result.seed_measured))
-    columns.append(("seed LSTM, as reported", {"accuracy": 0.8404, "roc_auc": 0.90}))
+    columns.append(("seed LSTM, as reported", SEED_REPORTED))
     lines = [
         f"# Evaluation: {metadata.get('name')} version {metadata.get('version')}",
         "",
