@@ -156,3 +156,15 @@ def test_an_existing_version_is_refused_before_training(tiny_run):
     dataset, out, _ = tiny_run
     with pytest.raises(FileExistsError, match="already exists"):
         train.train(dataset, get_preset("tiny", max_epochs=50), out, version=1, verbose=0)
+
+
+def test_distilled_run_trains_on_soft_targets_and_counts_against_labels(tiny_run, tmp_path):
+    dataset, _, _ = tiny_run
+    preset = get_preset("tiny", max_epochs=2, distillation=0.5)
+    version_dir = train.train(dataset, preset, tmp_path, seed=7, report=False, verbose=0)
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    assert metadata["hyperparameters"]["distillation"] == 0.5
+    history = json.loads((version_dir / "history.json").read_text())
+    # Exact comparison with soft targets would count 0 right; the labels they lean to are learnable.
+    assert history["accuracy"][-1] > 0.8
+    assert metadata["metrics"]["validation"]["accuracy"] > 0.8

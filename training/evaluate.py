@@ -67,10 +67,11 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
     }
 
 
-def tfidf_baseline(train: imdb.Split, test: imdb.Split) -> dict:
-    """TF-IDF (uni+bigram) + logistic regression, trained on train, scored on test."""
+def tfidf_classifier():
+    """TF-IDF (uni+bigram) features into logistic regression: the baseline, unfitted."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
 
     def clean(text: str) -> str:
         return re.sub(r"<br\s*/?>", " ", text)
@@ -78,10 +79,13 @@ def tfidf_baseline(train: imdb.Split, test: imdb.Split) -> dict:
     vectorizer = TfidfVectorizer(
         ngram_range=(1, 2), min_df=2, max_df=0.95, sublinear_tf=True, preprocessor=clean
     )
-    features = vectorizer.fit_transform(train.texts)
-    classifier = LogisticRegression(C=4.0, max_iter=1000)
-    classifier.fit(features, train.labels)
-    scores = classifier.predict_proba(vectorizer.transform(test.texts))[:, 1]
+    return make_pipeline(vectorizer, LogisticRegression(C=4.0, max_iter=1000))
+
+
+def tfidf_baseline(train: imdb.Split, test: imdb.Split) -> dict:
+    """TF-IDF (uni+bigram) + logistic regression, trained on train, scored on test."""
+    classifier = tfidf_classifier().fit(train.texts, train.labels)
+    scores = classifier.predict_proba(test.texts)[:, 1]
     return classification_metrics(test.labels, scores, 0.5)
 
 

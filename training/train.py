@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import data as imdb
-from training import embeddings, evaluate
+from training import embeddings, evaluate, teacher
 from training.batches import length_grouped_batches
 from training.model import (
     PRESETS,
@@ -194,9 +194,16 @@ def train(
             save_best_only=True,
         ),
     ]
+    targets = train_split.labels
+    if preset.distillation:
+        started = time.monotonic()
+        scores = teacher.out_of_fold_scores(train_split.texts, train_split.labels, seed)
+        targets = teacher.soft_targets(train_split.labels, scores, preset.distillation)
+        print(f"teacher scores in {time.monotonic() - started:.0f} s", flush=True)
+
     started = time.monotonic()
     history = model.fit(
-        length_grouped_batches(train_split.texts, train_split.labels, preset.batch_size, seed),
+        length_grouped_batches(train_split.texts, targets, preset.batch_size, seed),
         validation_data=length_grouped_batches(
             val_split.texts, val_split.labels, preset.batch_size, seed + 1
         ),
