@@ -90,7 +90,7 @@ PRESETS = {
         patience=2,
         validation_fraction=0.2,
         tune_threshold=True,
-        distillation=0.0,
+        distillation=0.5,
     ),
     # Seconds on a CPU: for tests and smoke runs, never for shipping.
     "tiny": Preset(
