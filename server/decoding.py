@@ -34,22 +34,35 @@ class UndecodableRequestError(InvalidRequestError):
 class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns a request that does not parse into INVALID_ARGUMENT instead of UNKNOWN."""
 
+    def __init__(self):
+        # method -> (the handler it wrapped, the wrapper): built once per method, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
-        kinds = (handler.unary_unary, handler.unary_stream, handler.stream_unary)
-        behaviour = next(b for b in (*kinds, handler.stream_stream) if b is not None)
-        if not (inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)):
-            return handler  # a sync handler runs on a thread; this wrapper is for async ones
+        if handler is None:
+            return None
         method = handler_call_details.method
-        if isinstance(method, bytes):
-            method = method.decode("ascii", "replace")
-        return _wrapped(handler, method)
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, _tolerant_handler(handler, method))
+            self._wrapped[method] = cached
+        return cached[1]
+
+
+def _tolerant_handler(handler: grpc.RpcMethodHandler, method: str | bytes) -> grpc.RpcMethodHandler:
+    if handler.request_deserializer is None:
+        return handler
+    kinds = (handler.unary_unary, handler.unary_stream, handler.stream_unary)
+    behaviour = next(b for b in (*kinds, handler.stream_stream) if b is not None)
+    if not (inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)):
+        return handler  # a sync handler runs on a thread; this wrapper is for async ones
+    name = method.decode("ascii", "replace") if isinstance(method, bytes) else method
+    return _wrapped(handler, name)
 
 
 def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:

@@ -47,6 +47,8 @@ class CallObserver(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: ServerMetrics, slow_call_ms: float):
         self._metrics = metrics
         self._slow_call_s = slow_call_ms / 1000 if slow_call_ms > 0 else None
+        # method -> (the handler it wrapped, the wrapper): built once per method, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -57,7 +59,14 @@ class CallObserver(grpc.aio.ServerInterceptor):
         if handler is None:  # no such method: gRPC answers UNIMPLEMENTED itself
             return None
         method = handler_call_details.method
-        metadata = handler_call_details.invocation_metadata
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
             wrap, kind, behavior = grpc.unary_unary_rpc_method_handler, "unary", handler.unary_unary
         elif handler.unary_stream:
@@ -72,20 +81,19 @@ class CallObserver(grpc.aio.ServerInterceptor):
                 "bidi_stream",
                 handler.stream_stream,
             )
-        observed = self._observed(behavior, kind, method, metadata)
         return wrap(
-            observed,
+            self._observed(behavior, kind, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _observed(self, behavior: Callable, kind: str, method: str, metadata) -> Callable:
+    def _observed(self, behavior: Callable, kind: str, method: str) -> Callable:
         # gRPC runs an async generator as a response stream and awaits anything
         # else (which writes with context.write), so the wrapper keeps the kind.
         if inspect.isasyncgenfunction(behavior):
 
             async def observed_stream(request, context):
-                call = self._start(kind, method, metadata)
+                call = self._start(kind, method, context)
                 error = None
                 try:
                     async for response in behavior(request, context):
@@ -99,7 +107,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
             return observed_stream
 
         async def observed(request, context):
-            call = self._start(kind, method, metadata)
+            call = self._start(kind, method, context)
             error = None
             try:
                 return await behavior(request, context)
@@ -111,8 +119,8 @@ class CallObserver(grpc.aio.ServerInterceptor):
 
         return observed
 
-    def _start(self, kind: str, method: str, metadata) -> _Call:
-        call = _Call(kind, method, request_id_of(metadata), time.monotonic())
+    def _start(self, kind: str, method: str, context) -> _Call:
+        call = _Call(kind, method, request_id_of(context.invocation_metadata()), time.monotonic())
         request_id.set(call.request_id)  # this call's context only: each call has its own
         self._metrics.call_started(kind, method)
         return call
