@@ -1,4 +1,4 @@
-"""Keras objects the saved model format needs: text standardisation and end-keeping truncation.
+"""Keras objects saved model files name: text standardisation, end-keeping truncation, metrics.
 
 Both the trainer and the server import this module (it depends on TensorFlow and
 Keras only) so that `keras.saving.load_model(..., safe_mode=True)` can rebuild
@@ -87,3 +87,25 @@ class TokenDropout(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "oov_id": self.oov_id, "seed": self.seed}
+
+
+# Training metrics. They are compiled into checkpoints (never into the shipped,
+# uncompiled model file), and registered so those load in safe mode too.
+def _leaning_label(y_true):
+    return keras.ops.cast(y_true > 0.5, "float32")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LabelAccuracy(keras.metrics.BinaryAccuracy):
+    """Binary accuracy against the label a (possibly soft) target leans to."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(_leaning_label(y_true), y_pred, sample_weight)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LabelAUC(keras.metrics.AUC):
+    """ROC AUC against the label a (possibly soft) target leans to."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(_leaning_label(y_true), y_pred, sample_weight)

@@ -6,7 +6,13 @@ from dataclasses import asdict, dataclass, replace
 
 import keras
 
-from training.layers import KeepLastTokens, TokenDropout, standardize_review
+from training.layers import (
+    KeepLastTokens,
+    LabelAccuracy,
+    LabelAUC,
+    TokenDropout,
+    standardize_review,
+)
 
 
 @dataclass(frozen=True)
@@ -193,24 +199,6 @@ def build_model(preset: Preset, vectorizer: keras.layers.TextVectorization) -> k
         metrics=[LabelAccuracy(name="accuracy"), LabelAUC(name="auc")],
     )
     return model
-
-
-def _leaning_label(y_true):
-    return keras.ops.cast(y_true > 0.5, "float32")
-
-
-class LabelAccuracy(keras.metrics.BinaryAccuracy):
-    """Binary accuracy against the label a (possibly soft) target leans to."""
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(_leaning_label(y_true), y_pred, sample_weight)
-
-
-class LabelAUC(keras.metrics.AUC):
-    """ROC AUC against the label a (possibly soft) target leans to."""
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(_leaning_label(y_true), y_pred, sample_weight)
 
 
 def trainable_parameters(model: keras.Model) -> int:
