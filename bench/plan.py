@@ -12,6 +12,9 @@ class Plan:
     sample_size: int  # real test reviews drawn for the whole run
     limit_s: float  # per batch size and round, in-process
     limit_rounds: int  # sweeps over the batch sizes; the fastest of each size counts
+    # In-process batch-1 latency, the c=1 check's reference: one call per review over the
+    # sample's first `latency_reviews`, the reviews the c=1 load sends first.
+    latency_reviews: int
     padding_s: float  # per variant (as served, padded to maxlen)
     load_s: float  # per gRPC load run
     warm_up_s: float  # of unrecorded load on each server before its first measurement
@@ -37,6 +40,7 @@ FULL = Plan(
     sample_size=2000,
     limit_s=2.0,
     limit_rounds=2,
+    latency_reviews=1000,
     padding_s=3.0,
     load_s=10.0,
     warm_up_s=2.0,
@@ -58,6 +62,7 @@ QUICK = Plan(
     sample_size=200,
     limit_s=0.2,
     limit_rounds=1,
+    latency_reviews=20,
     padding_s=0.2,
     load_s=1.0,
     warm_up_s=0.3,

@@ -62,7 +62,7 @@ def write(results: dict, throughput_path: Path, p99_path: Path) -> None:
 
     figure, axes = _axes("p99 latency against concurrency", "p99 latency (ms)", concurrencies)
     _plot_servers(axes, results, lambda run: run["latency_ms"]["p99"])
-    batch_1 = results["limit"]["batch_1"]["latency_ms"]["p50"]
+    batch_1 = results["limit"]["batch_1_latency"]["latency_ms"]["p50"]
     axes.axhline(batch_1, color="grey", linestyle=":", label="in-process batch-1 p50")
     axes.legend(fontsize=8)
     figure.tight_layout()

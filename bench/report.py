@@ -76,6 +76,7 @@ def render(results: dict) -> str:
     tuning = results["tuning"]
     defaults = meta["server_defaults"]
     best = limit["best"]
+    latency = limit["batch_1_latency"]
     parts = [
         "# Benchmark: micro-batching against the in-process limit and the seed's Flask app",
         "",
@@ -118,6 +119,11 @@ def render(results: dict) -> str:
                 for p in limit["points"]
             ],
         ),
+        "",
+        "Batch-1 latency, the reference of the c=1 check: one call per review over the "
+        f"sample's first {latency['batches']} reviews (the ones the c=1 load sends first), "
+        f"one pass: p50 {latency['latency_ms']['p50']:.2f} ms, p99 "
+        f"{latency['latency_ms']['p99']:.2f} ms.",
         "",
         f"## 2. Micro-batching on ({_settings(results['batching_on'], defaults)})",
         "",

@@ -48,6 +48,7 @@ OUTPUT_FILES = ("results.json", "report.md", "throughput.png", "p99_latency.png"
 
 def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: int) -> dict:
     """The limit by batch size, and padding's cost on short reviews; TensorFlow in this process."""
+    from bench.limit import measure_batch_size
     from bench.padding import measure_padding
     from server.model import ServingModel
 
@@ -60,6 +61,12 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
     )
     for point in points:
         say(f"  limit at batch {point['batch_size']}: {point['reviews_per_s']:.0f} reviews/s")
+    # The limit's batch-1 point is the faster of two short sweeps over the sample's start;
+    # latency is judged on the reviews the c=1 load sends, one pass, no pick of the faster.
+    first = ctx.reviews[: ctx.plan.latency_reviews]
+    batch_1_latency = measure_batch_size(model.predict, first, 1, 0.0, len(first))
+    p50_ms = batch_1_latency["latency_ms"]["p50"]
+    say(f"  batch-1 latency over {len(first)} reviews: p50 {p50_ms} ms")
     padding = measure_padding(model, ctx.reviews, max_batch_size, ctx.plan.padding_s)
     say(
         f"  short reviews: as served {padding['speedup']}x padded to maxlen; whole sample: "
@@ -76,6 +83,7 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
             "points": points,
             "best": best(points, max_batch_size),
             "batch_1": next(p for p in points if p["batch_size"] == 1),
+            "batch_1_latency": batch_1_latency,
             "max_batch_size": max_batch_size,
             "grouping_cost": dataclasses.asdict(model.grouping_cost),
         },
