@@ -168,3 +168,10 @@ def test_distilled_run_trains_on_soft_targets_and_counts_against_labels(tiny_run
     # Exact comparison with soft targets would count 0 right; the labels they lean to are learnable.
     assert history["accuracy"][-1] > 0.8
     assert metadata["metrics"]["validation"]["accuracy"] > 0.8
+
+
+def test_a_distillation_weight_over_half_is_refused_before_any_data_is_read(tmp_path, capsys):
+    missing = tmp_path / "no-such-data"
+    assert train.main(["--data", str(missing), "--set", "distillation=0.7"]) == 2
+    error = capsys.readouterr().err
+    assert "distillation must be in [0, 0.5]" in error and str(missing) not in error

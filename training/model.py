@@ -130,7 +130,13 @@ POOLINGS = ("last", "mean", "mean_with_embeddings")
 def get_preset(name: str, **overrides) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    preset = replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    if not 0.0 <= preset.distillation <= 0.5:  # checked before any data is read
+        raise ValueError(
+            f"distillation must be in [0, 0.5] (the label keeps at least half of each "
+            f"target), not {preset.distillation}"
+        )
+    return preset
 
 
 def build_vectorizer(preset: Preset) -> keras.layers.TextVectorization:
