@@ -66,7 +66,7 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
     first = ctx.reviews[: ctx.plan.latency_reviews]
     batch_1_latency = measure_batch_size(model.predict, first, 1, 0.0, len(first))
     p50_ms = batch_1_latency["latency_ms"]["p50"]
-    say(f"  batch-1 latency over {len(first)} reviews: p50 {p50_ms} ms")
+    say(f"  batch-1 latency over {len(first)} reviews: p50 {p50_ms:.2f} ms")
     padding = measure_padding(model, ctx.reviews, max_batch_size, ctx.plan.padding_s)
     say(
         f"  short reviews: as served {padding['speedup']}x padded to maxlen; whole sample: "

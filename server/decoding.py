@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from server.errors import InvalidRequestError
+from server.handler_cache import HandlerCache
 from server.servicer import status_of
 
 
@@ -34,9 +35,8 @@ class UndecodableRequestError(InvalidRequestError):
 class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns a request that does not parse into INVALID_ARGUMENT instead of UNKNOWN."""
 
-    def __init__(self):
-        # method -> (the handler it wrapped, the wrapper): built once per method, not per call.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+    def __init__(self) -> None:
+        self._handlers = HandlerCache(_tolerant_handler)
 
     async def intercept_service(
         self,
@@ -46,23 +46,17 @@ class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = (handler, _tolerant_handler(handler, method))
-            self._wrapped[method] = cached
-        return cached[1]
+        return self._handlers.wrapped(handler, handler_call_details.method)
 
 
-def _tolerant_handler(handler: grpc.RpcMethodHandler, method: str | bytes) -> grpc.RpcMethodHandler:
+def _tolerant_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     if handler.request_deserializer is None:
         return handler
     kinds = (handler.unary_unary, handler.unary_stream, handler.stream_unary)
     behaviour = next(b for b in (*kinds, handler.stream_stream) if b is not None)
     if not (inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour)):
         return handler  # a sync handler runs on a thread; this wrapper is for async ones
-    name = method.decode("ascii", "replace") if isinstance(method, bytes) else method
-    return _wrapped(handler, name)
+    return _wrapped(handler, method)
 
 
 def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:

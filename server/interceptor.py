@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from server.handler_cache import HandlerCache
 from server.logs import request_id
 from server.metrics import ServerMetrics
 
@@ -47,8 +48,9 @@ class CallObserver(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: ServerMetrics, slow_call_ms: float):
         self._metrics = metrics
         self._slow_call_s = slow_call_ms / 1000 if slow_call_ms > 0 else None
-        # method -> (the handler it wrapped, the wrapper): built once per method, not per call.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        # With a token, each refused call brings a new handler and a rebuilt wrapper: only
+        # accepted calls share the cached one, which is all the saving is for.
+        self._handlers = HandlerCache(self._wrap)
 
     async def intercept_service(
         self,
@@ -58,13 +60,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: gRPC answers UNIMPLEMENTED itself
             return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._handlers.wrapped(handler, handler_call_details.method)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
@@ -119,7 +115,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
 
         return observed
 
-    def _start(self, kind: str, method: str, context) -> _Call:
+    def _start(self, kind: str, method: str, context: grpc.aio.ServicerContext) -> _Call:
         call = _Call(kind, method, request_id_of(context.invocation_metadata()), time.monotonic())
         request_id.set(call.request_id)  # this call's context only: each call has its own
         self._metrics.call_started(kind, method)

@@ -160,10 +160,11 @@ def test_an_existing_version_is_refused_before_training(tiny_run):
 
 def test_distilled_run_trains_on_soft_targets_and_counts_against_labels(tiny_run, tmp_path):
     dataset, _, _ = tiny_run
-    preset = get_preset("tiny", max_epochs=2, distillation=0.5)
+    preset = get_preset("tiny", max_epochs=2, distillation=0.5, teacher_folds="movies")
     version_dir = train.train(dataset, preset, tmp_path, seed=7, report=False, verbose=0)
     metadata = json.loads((version_dir / "metadata.json").read_text())
     assert metadata["hyperparameters"]["distillation"] == 0.5
+    assert metadata["hyperparameters"]["teacher_folds"] == "movies"
     history = json.loads((version_dir / "history.json").read_text())
     # Exact comparison with soft targets would count 0 right; the labels they lean to are learnable.
     assert history["accuracy"][-1] > 0.8
@@ -175,3 +176,8 @@ def test_a_distillation_weight_over_half_is_refused_before_any_data_is_read(tmp_
     assert train.main(["--data", str(missing), "--set", "distillation=0.7"]) == 2
     error = capsys.readouterr().err
     assert "distillation must be in [0, 0.5]" in error and str(missing) not in error
+
+
+def test_an_unknown_teacher_fold_scheme_is_refused(capsys):
+    assert train.main(["--set", "teacher_folds=films"]) == 2
+    assert "teacher_folds must be one of ('reviews', 'movies')" in capsys.readouterr().err

@@ -13,9 +13,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn import metrics as skm
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 from training import data as imdb
 from training.batches import sorted_batches
@@ -67,7 +71,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
     }
 
 
-def tfidf_classifier():
+def tfidf_classifier() -> Pipeline:
     """TF-IDF (uni+bigram) features into logistic regression: the baseline, unfitted."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression

@@ -44,6 +44,9 @@ class Preset:
     # Weight of the TF-IDF teacher's out-of-fold probability in the training
     # targets (training/teacher.py); 0 trains on the labels alone.
     distillation: float
+    # How the teacher's folds are cut: "reviews" (single reviews) or "movies" (whole
+    # blocks of consecutive ids, as the validation split holds out).
+    teacher_folds: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +78,7 @@ PRESETS = {
         validation_fraction=0.2,
         tune_threshold=False,
         distillation=0.0,
+        teacher_folds="reviews",
     ),
     "default": Preset(
         name="default",
@@ -97,6 +101,7 @@ PRESETS = {
         validation_fraction=0.2,
         tune_threshold=True,
         distillation=0.5,
+        teacher_folds="reviews",
     ),
     # Seconds on a CPU: for tests and smoke runs, never for shipping.
     "tiny": Preset(
@@ -120,21 +125,29 @@ PRESETS = {
         validation_fraction=0.2,
         tune_threshold=True,
         distillation=0.0,
+        teacher_folds="reviews",
     ),
 }
 
 
 POOLINGS = ("last", "mean", "mean_with_embeddings")
+# The teacher's share of a training target: at most half, so each target leans to its label.
+MAX_DISTILLATION = 0.5
+TEACHER_FOLDS = ("reviews", "movies")
 
 
 def get_preset(name: str, **overrides) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     preset = replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
-    if not 0.0 <= preset.distillation <= 0.5:  # checked before any data is read
+    if preset.teacher_folds not in TEACHER_FOLDS:  # these checks come before any data is read
         raise ValueError(
-            f"distillation must be in [0, 0.5] (the label keeps at least half of each "
-            f"target), not {preset.distillation}"
+            f"teacher_folds must be one of {TEACHER_FOLDS}, not {preset.teacher_folds!r}"
+        )
+    if not 0.0 <= preset.distillation <= MAX_DISTILLATION:
+        raise ValueError(
+            f"distillation must be in [0, {MAX_DISTILLATION}] (the label keeps at least half "
+            f"of each target), not {preset.distillation}"
         )
     return preset
 

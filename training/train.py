@@ -106,6 +106,20 @@ def next_version(base: Path) -> int:
 ID_BLOCK = 100
 
 
+def id_blocks(split: imdb.Split) -> np.ndarray:
+    """Per review, a key shared by the reviews in its block of consecutive ids within its
+    label: reviews of one movie share a key, and no key spans two labels."""
+    ids = split.ids if split.ids is not None else np.arange(len(split))
+    labels = np.unique(split.labels)
+    keys = np.empty(len(split), dtype=np.int64)
+    for index, label in enumerate(labels):
+        members = np.flatnonzero(split.labels == label)
+        # At least 50 blocks per label, so small data sets still split near a fraction.
+        blocks = ids[members] // min(ID_BLOCK, max(1, len(members) // 50))
+        keys[members] = blocks * len(labels) + index
+    return keys
+
+
 def split_train_validation(
     split: imdb.Split, fraction: float, seed: int
 ) -> tuple[imdb.Split, imdb.Split]:
@@ -114,13 +128,12 @@ def split_train_validation(
     The archive lists all negatives before all positives, so the split must
     never be positional (Keras' validation_split takes the last 20%).
     """
-    ids = split.ids if split.ids is not None else np.arange(len(split))
+    keys = id_blocks(split)
     rng = np.random.default_rng(seed)
     is_val = np.zeros(len(split), dtype=bool)
     for label in np.unique(split.labels):
         members = np.flatnonzero(split.labels == label)
-        # At least 50 blocks per label, so small data sets still split near `fraction`.
-        blocks = ids[members] // min(ID_BLOCK, max(1, len(members) // 50))
+        blocks = keys[members]
         order = rng.permutation(np.unique(blocks))
         target, count = round(len(members) * fraction), 0
         for block in order:
@@ -197,7 +210,8 @@ def train(
     targets = train_split.labels
     if preset.distillation:
         started = time.monotonic()
-        scores = teacher.out_of_fold_scores(train_split.texts, train_split.labels, seed)
+        groups = id_blocks(train_split) if preset.teacher_folds == "movies" else None
+        scores = teacher.out_of_fold_scores(train_split.texts, train_split.labels, seed, groups)
         targets = teacher.soft_targets(train_split.labels, scores, preset.distillation)
         print(f"teacher scores in {time.monotonic() - started:.0f} s", flush=True)
 
