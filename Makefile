@@ -4,6 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    ?= ../shared/data/aclImdb.tar.gz
+# SST-2, CAD and contrast sets (training/extra_data.py); used when the folder exists.
+EXTRA   ?= ../shared/data/extra
+EXTRA_FLAG = $(if $(wildcard $(EXTRA)),--extra-data $(EXTRA))
 PRESET  ?= default
 HOST    ?= localhost
 PORT    ?= 50051
@@ -47,13 +50,13 @@ proto-check: proto
 		|| (echo "generated stubs are stale: run 'make proto' and commit" >&2; exit 1)
 
 train: $(STAMP)
-	$(BIN)/sentiment-train --data $(DATA) --preset $(PRESET)
+	$(BIN)/sentiment-train --data $(DATA) $(EXTRA_FLAG) --preset $(PRESET)
 
 train-seed: $(STAMP)
 	$(BIN)/sentiment-train --data $(DATA) --preset seed --out models/imdb-lstm-seed
 
 eval: $(STAMP)
-	$(BIN)/sentiment-eval --data $(DATA)
+	$(BIN)/sentiment-eval --data $(DATA) $(EXTRA_FLAG)
 
 # For users with internet access: fetch the official archive and verify it.
 data:

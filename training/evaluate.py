@@ -42,6 +42,7 @@ class EvalResult:
     history: dict | None = None
     seed_measured: dict | None = None
     seconds: dict = field(default_factory=dict)
+    comparison: list | None = None  # compare.Column per model, on every evaluation set
 
 
 def score_texts(model, texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -147,6 +148,18 @@ def load_model(path: Path):
         raise ModelLoadError(f"{path}: not a loadable Keras model ({type(e).__name__}: {e})") from e
 
 
+def _extra_data(path, metadata: dict, dataset: imdb.Dataset):
+    """The extra sets when given (or in the environment), or when the model trained on them."""
+    import os
+
+    from training import extra_data
+
+    mixed = metadata.get("hyperparameters", {}).get("data_mix", "imdb") != "imdb"
+    if path is None and not os.environ.get(extra_data.ENV_VAR) and not mixed:
+        return None
+    return extra_data.load(path, dataset.train.texts)
+
+
 def write_report(result: EvalResult, out: Path, metadata: dict) -> None:
     from training import report
 
@@ -159,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--version", type=int, help="default: the highest complete version")
     parser.add_argument("--out", type=Path, help="default: <version dir>/report")
+    parser.add_argument(
+        "--extra-data",
+        help="folder of sst2/, cad/, contrast/: adds the every-set comparison (needed for "
+        "models trained on a mix; default: $SENTIMENT_EXTRA_DATA)",
+    )
     args = parser.parse_args(argv)
     try:
         version_dir = (
@@ -169,12 +187,17 @@ def main(argv: list[str] | None = None) -> int:
         metadata = json.loads((version_dir / "metadata.json").read_text())
         model = load_model(version_dir / "model.keras")
         dataset = imdb.load(args.data)
+        extra = _extra_data(args.extra_data, metadata, dataset)
     except (ModelLoadError, imdb.DataError, OSError, ValueError) as e:
         print(f"sentiment-eval: error: {e}", file=sys.stderr)
         return 2
     history_file = version_dir / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
     result = evaluate_model(model, dataset, metadata.get("decision_threshold", 0.5), history)
+    if extra is not None:
+        from training import compare
+
+        result.comparison = compare.compare(model, metadata, version_dir, dataset, extra)
     out = args.out or version_dir / "report"
     write_report(result, out, metadata)
     print(json.dumps({"model": result.metrics, "tfidf_logreg": result.baseline}))

@@ -24,6 +24,24 @@ def standardize_review(text: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(text, _PUNCTUATION, " ")
 
 
+# "don't" -> "do not", "can't" -> "ca not"; SST-2's pre-split "do n't" -> "do  not" alike.
+_NOT_CONTRACTION = r"n't\b"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def standardize_review_negation(text: tf.Tensor) -> tf.Tensor:
+    """As standardize_review, but "n't" becomes the word "not" instead of a stray "t".
+
+    Stripping the apostrophe turned "isn't" into "isn t", a word of its own for
+    every verb, so "not" and "n't" never shared what the model learnt about
+    negation; SST-2 writes the same contraction pre-split ("is n't").
+    """
+    text = tf.strings.lower(text)
+    text = tf.strings.regex_replace(text, _HTML_BREAK, " ")
+    text = tf.strings.regex_replace(text, _NOT_CONTRACTION, " not")
+    return tf.strings.regex_replace(text, _PUNCTUATION, " ")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class KeepLastTokens(keras.layers.Layer):
     """Keeps each row's last `maxlen` real tokens, left-aligned and right-padded with 0.
@@ -87,6 +105,51 @@ class TokenDropout(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "oov_id": self.oov_id, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class HashedBigramBag(keras.layers.Layer):
+    """A linear bag of words and word pairs over token ids: [batch, time] -> logit [batch, 1].
+
+    One learnt weight per vocabulary word and per hash bucket of adjacent word pairs
+    (the pair's ids hashed into `buckets`); the logit is their sum over the review
+    divided by sqrt(number of real tokens), the scale of an L2-normalised count
+    vector (NBSVM's features). It reads the classifier's own ids, so the serving
+    contract (ids in, score out) is unchanged. Padding (0) and OOV (1) add nothing;
+    a row with no real token scores 0 (no division by zero).
+    """
+
+    def __init__(self, vocab_size: int, buckets: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.buckets = int(buckets)
+        self.word_weights = self.add_weight(
+            shape=(self.vocab_size,), initializer="zeros", name="word_weights"
+        )
+        self.pair_weights = self.add_weight(
+            shape=(self.buckets,), initializer="zeros", name="pair_weights"
+        )
+
+    def call(self, ids):
+        ids = tf.cast(ids, tf.int64)
+        real = ids >= 2
+        words = tf.where(real, tf.gather(self.word_weights, ids), 0.0)
+        left, right = ids[:, :-1], ids[:, 1:]
+        # Knuth's multiplicative hash of the pair's index in vocab x vocab.
+        pair_keys = (left * self.vocab_size + right) * 2654435761 % (1 << 31)
+        pairs = tf.gather(self.pair_weights, pair_keys % self.buckets)
+        pairs = tf.where(real[:, :-1] & real[:, 1:], pairs, 0.0)
+        count = tf.reduce_sum(tf.cast(real, "float32"), axis=1, keepdims=True)
+        total = tf.reduce_sum(words, axis=1, keepdims=True) + tf.reduce_sum(
+            pairs, axis=1, keepdims=True
+        )
+        return total / tf.sqrt(tf.maximum(count, 1.0))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "buckets": self.buckets}
 
 
 # Training metrics. They are compiled into checkpoints (never into the shipped,

@@ -7,11 +7,13 @@ from dataclasses import asdict, dataclass, replace
 import keras
 
 from training.layers import (
+    HashedBigramBag,
     KeepLastTokens,
     LabelAccuracy,
     LabelAUC,
     TokenDropout,
     standardize_review,
+    standardize_review_negation,
 )
 
 
@@ -47,6 +49,18 @@ class Preset:
     # How the teacher's folds are cut: "reviews" (single reviews) or "movies" (whole
     # blocks of consecutive ids, as the validation split holds out).
     teacher_folds: str
+    # "plain": standardize_review; "negation": standardize_review_negation ("n't" -> "not").
+    standardizer: str = "plain"
+    # Hash buckets of word pairs in a linear bag beside the LSTM (layers.HashedBigramBag),
+    # added to the LSTM's logit; 0: no bag, the LSTM alone.
+    bag_buckets: int = 0
+    # Weight of an extra loss on the LSTM path's own score, so that path stays a whole
+    # classifier rather than the bag's correction (the ablation the report shows).
+    lstm_aux_weight: float = 0.0
+    # "imdb", or "imdb+sst2+cad": IMDB plus SST-2's phrases and the CAD training pairs
+    # (training/extra_data.py), each CAD pair repeated cad_repeats times.
+    data_mix: str = "imdb"
+    cad_repeats: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +117,36 @@ PRESETS = {
         distillation=0.5,
         teacher_folds="reviews",
     ),
+    # Model 3: the default's BiLSTM reading text standardised with negation kept, beside a
+    # hashed uni+bigram bag, trained on IMDB + SST-2 phrases + counterfactual pairs.
+    "reader": Preset(
+        name="reader",
+        vocab_size=30_000,
+        maxlen=500,
+        embedding_dim=64,
+        embedding_dropout=0.3,
+        token_dropout=0.3,
+        pretrained_embeddings=True,
+        train_embeddings=True,
+        lstm_units=64,
+        bidirectional=True,
+        pooling="mean",
+        dense_units=0,
+        dropout=0.4,
+        learning_rate=1e-3,
+        batch_size=64,
+        max_epochs=8,
+        patience=2,
+        validation_fraction=0.2,
+        tune_threshold=False,
+        distillation=0.0,
+        teacher_folds="reviews",
+        standardizer="negation",
+        bag_buckets=1 << 20,
+        lstm_aux_weight=0.5,
+        data_mix="imdb+sst2+cad",
+        cad_repeats=2,
+    ),
     # Seconds on a CPU: for tests and smoke runs, never for shipping.
     "tiny": Preset(
         name="tiny",
@@ -134,6 +178,8 @@ POOLINGS = ("last", "mean", "mean_with_embeddings")
 # The teacher's share of a training target: at most half, so each target leans to its label.
 MAX_DISTILLATION = 0.5
 TEACHER_FOLDS = ("reviews", "movies")
+STANDARDIZERS = {"plain": standardize_review, "negation": standardize_review_negation}
+DATA_MIXES = ("imdb", "imdb+sst2+cad")
 
 
 def get_preset(name: str, **overrides) -> Preset:
@@ -144,6 +190,17 @@ def get_preset(name: str, **overrides) -> Preset:
         raise ValueError(
             f"teacher_folds must be one of {TEACHER_FOLDS}, not {preset.teacher_folds!r}"
         )
+    for field, allowed in (("standardizer", STANDARDIZERS), ("data_mix", DATA_MIXES)):
+        value = getattr(preset, field)
+        if value not in allowed:
+            raise ValueError(f"{field} must be one of {tuple(allowed)}, not {value!r}")
+    if preset.bag_buckets < 0 or preset.cad_repeats < 1 or preset.lstm_aux_weight < 0:
+        raise ValueError(
+            f"bag_buckets >= 0, cad_repeats >= 1 and lstm_aux_weight >= 0 are required, not "
+            f"{preset.bag_buckets}, {preset.cad_repeats} and {preset.lstm_aux_weight}"
+        )
+    if preset.distillation and preset.data_mix != "imdb":
+        raise ValueError("distillation needs data_mix=imdb (the teacher is fitted on IMDB alone)")
     if not 0.0 <= preset.distillation <= MAX_DISTILLATION:
         raise ValueError(
             f"distillation must be in [0, {MAX_DISTILLATION}] (the label keeps at least half "
@@ -157,7 +214,7 @@ def build_vectorizer(preset: Preset) -> keras.layers.TextVectorization:
     # review, and KeepLastTokens then caps it at maxlen.
     return keras.layers.TextVectorization(
         max_tokens=preset.vocab_size,
-        standardize=standardize_review,
+        standardize=STANDARDIZERS[preset.standardizer],
         split="whitespace",
         output_mode="int",
         name="vectorize",
@@ -166,10 +223,20 @@ def build_vectorizer(preset: Preset) -> keras.layers.TextVectorization:
 
 def build_classifier(preset: Preset) -> keras.Model:
     """Token ids [batch, time] (0 = padding) -> P(positive) [batch, 1]."""
+    return build_classifiers(preset)[0]
+
+
+def build_classifiers(preset: Preset) -> tuple[keras.Model, keras.Model]:
+    """(classifier, trainer) sharing every layer: ids -> P(positive), and ids -> [that,
+    the LSTM path's own score] for training with lstm_aux_weight. Without a bag both
+    scores are the same."""
+    if preset.pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {preset.pooling!r}")
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     x = ids
     if preset.token_dropout:
         x = TokenDropout(preset.token_dropout, name="token_dropout")(x)
+    dropped_ids = x
     x = keras.layers.Embedding(
         preset.vocab_size,
         preset.embedding_dim,
@@ -179,8 +246,6 @@ def build_classifier(preset: Preset) -> keras.Model:
     )(x)
     if preset.embedding_dropout:
         x = keras.layers.SpatialDropout1D(preset.embedding_dropout, name="embedding_dropout")(x)
-    if preset.pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, not {preset.pooling!r}")
     embedded = x
     lstm = keras.layers.LSTM(
         preset.lstm_units, return_sequences=preset.pooling != "last", name="lstm"
@@ -199,25 +264,62 @@ def build_classifier(preset: Preset) -> keras.Model:
         x = keras.layers.Dense(preset.dense_units, activation="relu", name="dense")(x)
     if preset.dropout:
         x = keras.layers.Dropout(preset.dropout, name="dropout")(x)
-    score = keras.layers.Dense(1, activation="sigmoid", name="score")(x)
-    return keras.Model(ids, score, name="classifier")
+    if not preset.bag_buckets:
+        score = keras.layers.Dense(1, activation="sigmoid", name="score")(x)
+        return keras.Model(ids, score, name="classifier"), keras.Model(ids, [score, score])
+    lstm_logit = keras.layers.Dense(1, name="lstm_logit")(x)
+    bag_logit = HashedBigramBag(preset.vocab_size, preset.bag_buckets, name="bag_logit")(
+        dropped_ids
+    )
+    logit = keras.layers.Add(name="logit")([lstm_logit, bag_logit])
+    score = keras.layers.Activation("sigmoid", name="score")(logit)
+    lstm_score = keras.layers.Activation("sigmoid", name="lstm_score")(lstm_logit)
+    return keras.Model(ids, score, name="classifier"), keras.Model(ids, [score, lstm_score])
 
 
 def build_model(preset: Preset, vectorizer: keras.layers.TextVectorization) -> keras.Model:
     """Review text [batch] -> P(positive) [batch, 1], preprocessing included."""
+    return build_models(preset, vectorizer)[0]
+
+
+def build_models(
+    preset: Preset, vectorizer: keras.layers.TextVectorization
+) -> tuple[keras.Model, keras.Model]:
+    """(model, trainer): the shipped text -> P(positive), and the compiled text -> [P, the
+    LSTM path's P] it is trained as (the second loss weighted lstm_aux_weight)."""
     text = keras.Input(shape=(), dtype="string", name="review")
     ids = vectorizer(text)
     ids = KeepLastTokens(preset.maxlen, name="keep_last_tokens")(ids)
-    score = build_classifier(preset)(ids)
-    model = keras.Model(text, score, name=f"imdb_lstm_{preset.name}")
-    model.compile(
-        optimizer=keras.optimizers.Adam(preset.learning_rate),
-        loss="binary_crossentropy",
-        # Against the label each target leans to: with distillation the
-        # targets are soft, and exact comparison would count nothing right.
-        metrics=[LabelAccuracy(name="accuracy"), LabelAUC(name="auc")],
+    classifier, trainer_core = build_classifiers(preset)
+    model = keras.Model(text, classifier(ids), name=f"imdb_lstm_{preset.name}")
+    # Against the label each target leans to: with distillation the
+    # targets are soft, and exact comparison would count nothing right.
+    metrics = [LabelAccuracy(name="accuracy"), LabelAUC(name="auc")]
+    optimizer = keras.optimizers.Adam(preset.learning_rate)
+    if not preset.bag_buckets:
+        model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=metrics)
+        return model, model
+    trainer = keras.Model(text, trainer_core(ids), name=f"train_{preset.name}")
+    trainer.compile(
+        optimizer=optimizer,
+        loss=["binary_crossentropy", "binary_crossentropy"],
+        loss_weights=[1.0, preset.lstm_aux_weight],
+        metrics=[metrics, [LabelAccuracy(name="accuracy")]],
     )
-    return model
+    return model, trainer
+
+
+def lstm_path(model: keras.Model) -> keras.Model | None:
+    """Text -> the LSTM path's own P(positive), from a shipped model with a bag beside its
+    LSTM (None without one): the ablation of the bag."""
+    classifier = model.get_layer("classifier")
+    if "lstm_logit" not in {layer.name for layer in classifier.layers}:
+        return None
+    inner = keras.Model(
+        classifier.inputs,
+        keras.layers.Activation("sigmoid")(classifier.get_layer("lstm_logit").output),
+    )
+    return keras.Model(model.inputs, inner(model.get_layer("keep_last_tokens").output))
 
 
 def trainable_parameters(model: keras.Model) -> int:

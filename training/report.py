@@ -32,6 +32,10 @@ def write(result, out: Path, metadata: dict) -> None:
         "seed_measured_here": result.seed_measured,
         "seed_reported": SEED_REPORTED,
     }
+    if result.comparison:
+        from training import compare
+
+        summary["every_set"] = compare.to_json(result.comparison)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(result, metadata))
     _plot_roc(result, out / "roc.png")
@@ -81,6 +85,10 @@ def _markdown(result, metadata: dict) -> str:
     ]
     if result.history:
         lines += ["", "![Training and validation curves](training.png)"]
+    if result.comparison:
+        from training import compare
+
+        lines += [""] + compare.markdown(result.comparison)
     return "\n".join(lines) + "\n"
 
 
@@ -112,13 +120,24 @@ def _plot_confusion(matrix, path: Path) -> None:
 
 
 def _plot_history(history: dict, path: Path) -> None:
+    """Loss, and accuracy on training and on each validation set, per epoch. Models trained on
+    a mix log one accuracy per validation set ("val <set>") instead of val_loss/val_accuracy."""
     epochs = np.arange(1, len(history["loss"]) + 1)
+    train_accuracy = next((k for k in history if k.endswith("accuracy") and "val" not in k), None)
+    curves = {
+        "loss": {"training": "loss", "validation": "val_loss"},
+        "accuracy": {"training": train_accuracy, "validation": "val_accuracy"},
+    }
+    curves["accuracy"].update(
+        {k.removeprefix("val "): k for k in history if k.startswith("val ") and "score" not in k}
+    )
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.plot(epochs, history[key], marker="o", label="training")
-        ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
-        ax.set(xlabel="epoch", ylabel=key, title=key)
-        ax.legend()
+    for ax, (title, series) in zip(axes, curves.items(), strict=True):
+        for label, key in series.items():
+            if key in history:
+                ax.plot(epochs, history[key], marker="o", label=label)
+        ax.set(xlabel="epoch", ylabel=title, title=title)
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

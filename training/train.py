@@ -23,12 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 from training import data as imdb
-from training import embeddings, evaluate, teacher
+from training import embeddings, evaluate, extra_data, teacher
 from training.batches import length_grouped_batches
+from training.mix import SelectOnValidationSets, build_mix
 from training.model import (
     PRESETS,
     Preset,
-    build_model,
+    build_models,
     build_vectorizer,
     get_preset,
     trainable_parameters,
@@ -46,6 +47,11 @@ THRESHOLDS = np.round(np.arange(0.30, 0.701, 0.01), 2)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sentiment-train", description=__doc__.splitlines()[0])
     parser.add_argument("--data", help=f"aclImdb directory or .tar.gz (default: ${imdb.ENV_VAR})")
+    parser.add_argument(
+        "--extra-data",
+        help="folder of sst2/, cad/, contrast/ for presets that mix them in "
+        f"(default: ${extra_data.ENV_VAR})",
+    )
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model base directory")
     parser.add_argument("--version", type=int, help="version number (default: highest + 1)")
@@ -169,25 +175,28 @@ def train(
     checkpoint_dir: Path | None = None,
     report: bool = True,
     verbose: int = 2,
+    extra: extra_data.ExtraData | None = None,
 ) -> Path:
-    """Trains `preset` on `dataset` and returns the new version directory."""
+    """Trains `preset` on `dataset` (and `extra`, if its data mix asks) and returns the new
+    version directory."""
     keras.utils.set_random_seed(seed)
     train_split, val_split = split_train_validation(dataset.train, preset.validation_fraction, seed)
+    mix = build_mix(preset, train_split, val_split, dataset.test, extra)
+    train_split, val_split = mix.imdb_train, mix.imdb_validation
     print(
         f"preset {preset.name}: {len(train_split)} train / {len(val_split)} validation reviews, "
         f"{len(dataset.test)} test reviews held out",
         flush=True,
     )
+    print(mix.describe(), flush=True)
 
     vectorizer = build_vectorizer(preset)
-    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(train_split.texts).batch(1024))
-    model = build_model(preset, vectorizer)
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(mix.texts).batch(1024))
+    model, trainer = build_models(preset, vectorizer)
     print(f"{trainable_parameters(model):,} trainable parameters", flush=True)
     if preset.pretrained_embeddings:
         started = time.monotonic()
-        vectors = embeddings.pretrained_vectors(
-            vectorizer, train_split.texts, preset.embedding_dim, seed
-        )
+        vectors = embeddings.pretrained_vectors(vectorizer, mix.texts, preset.embedding_dim, seed)
         model.get_layer("classifier").get_layer("embedding").set_weights([vectors])
         print(f"PPMI-SVD embeddings in {time.monotonic() - started:.0f} s", flush=True)
 
@@ -207,7 +216,7 @@ def train(
             save_best_only=True,
         ),
     ]
-    targets = train_split.labels
+    targets = mix.labels
     if preset.distillation:
         started = time.monotonic()
         groups = id_blocks(train_split) if preset.teacher_folds == "movies" else None
@@ -215,12 +224,21 @@ def train(
         targets = teacher.soft_targets(train_split.labels, scores, preset.distillation)
         print(f"teacher scores in {time.monotonic() - started:.0f} s", flush=True)
 
-    started = time.monotonic()
-    history = model.fit(
-        length_grouped_batches(train_split.texts, targets, preset.batch_size, seed),
-        validation_data=length_grouped_batches(
+    batches = length_grouped_batches(mix.texts, targets, preset.batch_size, seed)
+    validation = None
+    if mix.validation_sets:
+        # Chosen on every validation set at once (training/mix.py), not on IMDB's loss alone.
+        callbacks = [SelectOnValidationSets(model, mix.validation_sets, preset.patience)]
+    else:
+        validation = length_grouped_batches(
             val_split.texts, val_split.labels, preset.batch_size, seed + 1
-        ),
+        )
+    if trainer is not model:  # the same target for the whole model and its LSTM path
+        batches = batches.map(lambda texts, y: (texts, (y, y)))
+    started = time.monotonic()
+    history = trainer.fit(
+        batches,
+        validation_data=validation,
         epochs=preset.max_epochs,
         shuffle=False,  # the batches are reshuffled by length_grouped_batches
         callbacks=callbacks,
@@ -228,13 +246,26 @@ def train(
     )
     seconds = time.monotonic() - started
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
-    best_epoch = int(np.argmin(history["val_loss"])) + 1
+    if mix.validation_sets:
+        history.update(callbacks[0].history)
+        best_epoch = callbacks[0].best_epoch
+    else:
+        best_epoch = int(np.argmin(history["val_loss"])) + 1
 
     val_scores = evaluate.score_texts(model, val_split.texts)
     threshold = choose_threshold(val_split.labels, val_scores) if preset.tune_threshold else 0.5
     val_metrics = evaluate.classification_metrics(val_split.labels, val_scores, threshold)
-    val_metrics["loss"] = history["val_loss"][best_epoch - 1]
+    if "val_loss" in history:
+        val_metrics["loss"] = history["val_loss"][best_epoch - 1]
     print(f"validation: {json.dumps(val_metrics)}", flush=True)
+    validation_sets = {
+        name: evaluate.classification_metrics(
+            labelled.split.labels, evaluate.score_texts(model, labelled.split.texts), threshold
+        )
+        for name, labelled in mix.validation_sets.items()
+    }
+    for name, metrics in validation_sets.items():
+        print(f"validation {name}: accuracy {metrics['accuracy']:.4f}", flush=True)
 
     metadata = {
         "name": MODEL_NAME,
@@ -251,6 +282,7 @@ def train(
             "train_reviews": len(train_split),
             "validation_reviews": len(val_split),
             "test_reviews": len(dataset.test),
+            "mix": mix.summary(),
         },
         "versions": {
             "tensorflow": tf.__version__,
@@ -267,6 +299,8 @@ def train(
         "metrics": {"validation": val_metrics},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if validation_sets:
+        metadata["metrics"]["validation_sets"] = validation_sets
     result = None
     if report:
         result = evaluate.evaluate_model(model, dataset, threshold, history=history)
@@ -308,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         dataset = imdb.load(args.data)
+        extra = (
+            extra_data.load(args.extra_data, dataset.train.texts)
+            if preset.data_mix != "imdb"
+            else None
+        )
     except imdb.DataError as e:
         print(f"sentiment-train: error: {e}", file=sys.stderr)
         return 2
@@ -327,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_dir=args.checkpoint_dir,
         report=not args.no_report,
         verbose=1 if sys.stdout.isatty() else 2,
+        extra=extra,
     )
     return 0
 

@@ -1,0 +1,168 @@
+"""The extra data loaders (SST-2, CAD, contrast sets) and a tiny training run on the mix."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.extra_fixture import make_extra
+from tests.imdb_fixture import make_archive
+from training import compare, evaluate, extra_data, train
+from training import data as imdb
+from training.layers import HashedBigramBag, standardize_review_negation
+from training.model import get_preset, lstm_path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mix")
+    dataset = imdb.load(make_archive(root, per_class=150))
+    pairs = list(zip(dataset.train.texts, dataset.train.labels.tolist(), strict=True))
+    pairs = [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
+    return dataset, make_extra(root, pairs)
+
+
+def test_loads_every_file_and_tells_cad_originals_from_edits(data):
+    dataset, root = data
+    extra = extra_data.load(root, dataset.train.texts)
+    assert len(extra.sst2_train) == 200 and extra.sst2_train.dropped_wordless == 1
+    assert len(extra.cad_train) == 60 and len(set(extra.cad_train.pairs)) == 30
+    assert len(extra.cad_dev_original) == len(extra.cad_dev_revised) == 10
+    train_texts = set(dataset.train.texts)
+    assert all(t in train_texts for t in extra.cad_dev_original.split.texts)
+    assert not any(t in train_texts for t in extra.cad_dev_revised.split.texts)
+    # Each edit flips its original's label.
+    assert np.all(extra.cad_dev_original.split.labels != extra.cad_dev_revised.split.labels)
+    assert list(extra.validation_sets()) == [
+        "SST-2 dev",
+        "CAD dev original",
+        "CAD dev revised",
+        "contrast original",
+        "contrast edited",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("relative", "content", "message"),
+    [
+        ("sst2/train.tsv", None, "sst2/train.tsv: cannot read"),
+        ("sst2/dev.tsv", "label\ttext\n1\tgood\n", "lacks column(s) sentence"),
+        ("cad/train_paired.tsv", "Sentiment\tText\tbatch_id\nGood\tfine\t1\n", "line 2: label"),
+        ("cad/train_paired.tsv", "Sentiment\tText\tbatch_id\nPositive\tfine\tx\n", "batch_id"),
+        ("contrast/dev_original.tsv", "Sentiment\tText\n", "no rows after the header"),
+        ("contrast/dev_contrast.tsv", b"Sentiment\tText\nPositive\t\xff\n", "not UTF-8"),
+    ],
+)
+def test_a_missing_or_malformed_file_is_one_error_naming_it(
+    data, tmp_path, relative, content, message
+):
+    dataset, root = data
+    broken = tmp_path / "extra"
+    for path in root.rglob("*.tsv"):
+        target = broken / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    if content is None:
+        (broken / relative).unlink()
+    else:
+        (broken / relative).write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(imdb.DataError, match=re.escape(message)):
+        extra_data.load(broken, dataset.train.texts)
+
+
+def test_train_cli_exits_2_with_one_line_for_a_missing_extra_folder(data, tmp_path, capsys):
+    archive = data[1].parent / "aclImdb.tar.gz"
+    code = train.main(
+        ["--data", str(archive), "--preset", "tiny", "--set", "data_mix=imdb+sst2+cad",
+         "--extra-data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "nowhere: no such directory" in err
+
+
+def test_negation_standardiser_makes_contractions_the_word_not():
+    out = standardize_review_negation(tf.constant(["Isn't BAD.<br />It DOESN'T", "does n't"]))
+    assert [s.decode().split() for s in out.numpy()] == [
+        ["is", "not", "bad", "it", "does", "not"],
+        ["does", "not"],
+    ]
+
+
+def test_bag_sums_word_and_pair_weights_over_the_root_of_the_length():
+    bag = HashedBigramBag(vocab_size=10, buckets=7)
+    bag.build((None, None))
+    bag.word_weights.assign(np.arange(10, dtype="float32"))
+    bag.pair_weights.assign(np.full(7, 0.5, dtype="float32"))
+    ids = np.array([[2, 3, 1, 4, 0, 0], [0, 0, 0, 0, 0, 0]])
+    # Row 0: real words 2, 3, 4 (1 is OOV, 0 padding); one real pair (2, 3).
+    expected = (2 + 3 + 4 + 0.5) / np.sqrt(3)
+    np.testing.assert_allclose(bag(ids).numpy().ravel(), [expected, 0.0], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def mix_run(data, tmp_path_factory):
+    dataset, root = data
+    extra = extra_data.load(root, dataset.train.texts)
+    preset = get_preset(
+        "tiny",
+        max_epochs=3,
+        data_mix="imdb+sst2+cad",
+        bag_buckets=256,
+        lstm_aux_weight=0.5,
+        standardizer="negation",
+        cad_repeats=2,
+    )
+    out = tmp_path_factory.mktemp("mixrun") / "imdb-lstm"
+    version_dir = train.train(dataset, preset, out, seed=3, verbose=0, extra=extra, report=False)
+    return dataset, extra, version_dir
+
+
+def test_a_tiny_run_on_the_mix_selects_on_every_validation_set(mix_run):
+    dataset, extra, version_dir = mix_run
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    mix = metadata["data"]["mix"]
+    assert mix["SST-2 phrases"] == 200 and mix["CAD texts (x2)"] == 120
+    assert mix["SST-2 rows dropped (no words)"] == 1
+    # The dev originals are IMDB training reviews: none is trained on.
+    assert mix["dev originals removed from IMDB train"] == 20
+    assert set(metadata["metrics"]["validation_sets"]) == {
+        "IMDB validation",
+        *extra.validation_sets(),
+    }
+    history = json.loads((version_dir / "history.json").read_text())
+    scores = history["val selection score"]
+    assert metadata["training"]["best_epoch"] == int(np.argmax(scores)) + 1
+    assert np.isfinite(history["loss"]).all()  # the wordless SST row never reached the LSTM
+    assert metadata["metrics"]["validation"]["accuracy"] > 0.8
+
+
+def test_the_mix_model_serves_and_its_lstm_path_is_a_classifier_alone(mix_run):
+    dataset, _, version_dir = mix_run
+    model = evaluate.load_model(version_dir / "model.keras")
+    reader = lstm_path(model)
+    assert reader is not None
+    texts, labels = dataset.test.texts, dataset.test.labels
+    whole, alone = evaluate.score_texts(model, texts), evaluate.score_texts(reader, texts)
+    assert np.mean((alone >= 0.5) == labels) > 0.7
+    assert np.max(np.abs(whole - alone)) > 1e-3  # the bag contributes
+
+
+def test_comparison_puts_every_model_on_every_set(mix_run, tmp_path):
+    dataset, extra, version_dir = mix_run
+    model = evaluate.load_model(version_dir / "model.keras")
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    columns = compare.compare(model, metadata, version_dir, dataset, extra, None, log=lambda m: 0)
+    assert [c.name for c in columns] == [
+        "v1 (tiny)",
+        "v1 (tiny): LSTM path alone",
+        "TF-IDF + LR, same mix",
+    ]
+    for column in columns:
+        assert list(column.metrics) == ["IMDB test", *extra.validation_sets()]
+        assert column.trained_on
+    # The baseline fits the version's own mix: the cues are learnable.
+    assert columns[-1].metrics["IMDB test"]["accuracy"] > 0.9
+    lines = compare.markdown(columns)
+    assert any(line.startswith("| IMDB test (300) |") for line in lines)

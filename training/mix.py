@@ -1,0 +1,147 @@
+"""The training data mix (IMDB alone, or IMDB + SST-2 + CAD) and selection on validation sets.
+
+What is held out, and why:
+- The CAD dev originals and contrast-set originals are IMDB *training* reviews
+  (all 345 of them): they are removed from the training portion, so the dev sets
+  stay validation data.
+- A CAD training pair whose original is in the IMDB validation split would put a
+  validation review into training: that review leaves the validation split.
+- The 6 CAD training texts that are also IMDB test reviews (the archive's own
+  duplicates) drop out with their pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from training import evaluate
+from training.data import Split
+from training.extra_data import ExtraData, Labelled, normalise_space
+from training.model import Preset
+
+IMDB_VALIDATION = "IMDB validation"
+# The selection score averages these groups' accuracies; each edit set is pooled with
+# its originals, so a model that answers every edited review as its original scores 0.5.
+SELECTION_GROUPS = (
+    (IMDB_VALIDATION,),
+    ("SST-2 dev",),
+    ("CAD dev original", "CAD dev revised"),
+    ("contrast original", "contrast edited"),
+)
+
+
+@dataclass
+class TrainingMix:
+    imdb_train: Split
+    imdb_validation: Split
+    texts: list[str]
+    labels: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+    validation_sets: dict[str, Labelled] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def describe(self) -> str:
+        return "training mix: " + ", ".join(f"{k} {v:,}" for k, v in self.counts.items())
+
+
+def _without(split: Split, texts: set[str]) -> tuple[Split, int]:
+    keep = [i for i, t in enumerate(split.texts) if normalise_space(t) not in texts]
+    ids = split.ids[keep] if split.ids is not None else None
+    kept = Split([split.texts[i] for i in keep], split.labels[keep], ids)
+    return kept, len(split) - len(kept)
+
+
+def build_mix(
+    preset: Preset, train: Split, validation: Split, test: Split, extra: ExtraData | None
+) -> TrainingMix:
+    """The texts and labels one epoch trains on, and the named validation sets."""
+    if preset.data_mix == "imdb":
+        counts = {"IMDB reviews": len(train)}
+        return TrainingMix(train, validation, list(train.texts), train.labels, counts)
+    if extra is None:
+        raise ValueError(f"data_mix {preset.data_mix!r} needs the extra data (--extra-data)")
+    dev_originals = {
+        normalise_space(t)
+        for s in (extra.cad_dev_original, extra.contrast_original)
+        for t in s.split.texts
+    }
+    train, dropped_dev = _without(train, dev_originals)
+    validation, dropped_dev_val = _without(validation, dev_originals)
+
+    cad = extra.cad_train
+    texts = [normalise_space(t) for t in cad.split.texts]
+    test_texts = {normalise_space(t) for t in test.texts}
+    validation_texts = {normalise_space(t) for t in validation.texts}
+    in_test = {p for p, t in zip(cad.pairs, texts, strict=True) if t in test_texts}
+    keep = [i for i, p in enumerate(cad.pairs) if p not in in_test]
+    originals_in_validation = {texts[i] for i in keep} & validation_texts
+    validation, moved = _without(validation, originals_in_validation)
+    cad_texts = [cad.split.texts[i] for i in keep] * preset.cad_repeats
+    cad_labels = np.tile(cad.split.labels[keep], preset.cad_repeats)
+
+    sst = extra.sst2_train.split
+    mix_texts = list(train.texts) + list(sst.texts) + cad_texts
+    mix_labels = np.concatenate([train.labels, sst.labels, cad_labels]).astype(np.int32)
+    counts = {
+        "IMDB reviews": len(train),
+        "SST-2 phrases": len(sst),
+        f"CAD texts (x{preset.cad_repeats})": len(cad_texts),
+        "dev originals removed from IMDB train": dropped_dev + dropped_dev_val,
+        "CAD texts dropped (pair in IMDB test)": len(cad.pairs) - len(keep),
+        "CAD originals removed from IMDB validation": moved,
+        "SST-2 rows dropped (no words)": extra.sst2_train.dropped_wordless,
+    }
+    validation_sets = {IMDB_VALIDATION: Labelled(IMDB_VALIDATION, validation)}
+    validation_sets.update(extra.validation_sets())
+    return TrainingMix(train, validation, mix_texts, mix_labels, counts, validation_sets)
+
+
+def selection_score(accuracies: dict[str, float]) -> float:
+    return float(
+        np.mean([np.mean([accuracies[name] for name in group]) for group in SELECTION_GROUPS])
+    )
+
+
+class SelectOnValidationSets(keras.callbacks.Callback):
+    """Scores every validation set after each epoch; keeps the weights of the epoch with the
+    best selection score and stops after `patience` epochs without a better one."""
+
+    def __init__(self, model: keras.Model, sets: dict[str, Labelled], patience: int):
+        super().__init__()
+        self.scored_model = model  # the shipped text -> P(positive) model, sharing weights
+        self.sets = sets
+        self.patience = patience
+        self.best_score = -np.inf
+        self.best_epoch = 0
+        self.best_weights = None
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracies = {}
+        for name, labelled in self.sets.items():
+            scores = evaluate.score_texts(self.scored_model, labelled.split.texts)
+            accuracies[name] = float(np.mean((scores >= 0.5) == labelled.split.labels))
+        score = selection_score(accuracies)
+        for name, value in {**accuracies, "selection score": score}.items():
+            self.history.setdefault(f"val {name}", []).append(value)
+        print(
+            f"epoch {epoch + 1} validation: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
+            + f"; selection score {score:.4f}",
+            flush=True,
+        )
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch + 1
+            self.best_weights = self.model.get_weights()
+        elif epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            print(f"restored the weights of epoch {self.best_epoch}", flush=True)
