@@ -19,10 +19,11 @@ IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 .PHONY: install serve test lint format proto proto-check train train-seed eval data bench bench-quick soak soak-quick clean
 
 install: $(STAMP)
-$(STAMP): pyproject.toml
+# One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
 	touch $(STAMP)
 
 serve: $(STAMP)
@@ -39,15 +40,20 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# protos/*.proto are the source of truth; the stubs land in client/ as the
-# importable package `client` (imports inside them say `from client import ...`).
+# protos/ is the source of truth, each file under its package's path (sentiment/v1/). The
+# stubs land in the client package: protos/ is mapped to imdb_sentiment_client/, so the
+# module is imdb_sentiment_client.sentiment.v1.sentiment_pb2 and the imports inside the
+# generated files resolve within the client package.
+PROTOS := protos/sentiment/v1/sentiment.proto
+STUBS  := client/src/imdb_sentiment_client/sentiment/v1
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -Iclient=protos --python_out=. --pyi_out=. \
-		--grpc_python_out=. protos/sentiment.proto
+	$(BIN)/python -m grpc_tools.protoc -Iimdb_sentiment_client=protos --python_out=client/src \
+		--pyi_out=client/src --grpc_python_out=client/src $(PROTOS)
 
 proto-check: proto
-	git diff --exit-code -- client/sentiment_pb2.py client/sentiment_pb2.pyi client/sentiment_pb2_grpc.py \
-		|| (echo "generated stubs are stale: run 'make proto' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- '$(STUBS)/*_pb2*')" \
+		|| (git status --short -- '$(STUBS)/*_pb2*'; \
+		    echo "generated stubs are stale: run 'make proto' and commit" >&2; exit 1)
 
 train: $(STAMP)
 	$(BIN)/sentiment-train --data $(DATA) $(EXTRA_FLAG) --preset $(PRESET)

@@ -11,7 +11,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from client.bench import percentile
+from imdb_sentiment_client.bench import percentile
 
 PredictFn = Callable[[list[str]], Sequence[object]]
 

@@ -13,7 +13,7 @@ from bench.server_proc import (
     model_busy_fraction,
     start_servers,
 )
-from client.bench import BenchConfig, run_bench
+from imdb_sentiment_client.bench import BenchConfig, run_bench
 
 
 def load(ctx: Context, server: ServerProcess, duration_s: float, **settings) -> dict:

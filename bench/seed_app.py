@@ -6,7 +6,7 @@
 A faithful copy of the architecture we replaced (same Keras model, no
 batching, werkzeug's threaded server), so the benchmark can compare against
 it on the same machine. `run_load` is its load client: threads on keep-alive
-connections, with results shaped like client.bench.run_bench's.
+connections, with results shaped like imdb_sentiment_client.bench.run_bench's.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.server_proc import free_port
-from client.bench import percentile
+from imdb_sentiment_client.bench import percentile
 
 DECISION_THRESHOLD = 0.5
 REPO_ROOT = Path(__file__).resolve().parents[1]

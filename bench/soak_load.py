@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 
 PREDICT = "/sentiment.v1.SentimentService/Predict"
 # Weights of each kind in the mix, out of 100.

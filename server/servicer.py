@@ -15,7 +15,7 @@ from typing import Protocol
 
 import grpc
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.batcher import MicroBatcher
 from server.errors import (
     DeadlineExceededError,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 
 MODEL_VERSION = 7
 

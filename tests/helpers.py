@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import grpc
 
-from client import sentiment_pb2
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
 
 # Very different lengths: one word, past maxlen (40 for "tiny"), markup, unknown words.
 REVIEWS = [

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.config import ServerConfig
 from tests.model_spies import CountingModel
 

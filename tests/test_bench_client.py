@@ -1,4 +1,4 @@
-"""Tests for the load generator (client/bench.py) and `sentiment-client bench`."""
+"""Tests for the load generator (imdb_sentiment_client.bench) and `sentiment-client bench`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 import grpc
 import pytest
 
-from client.bench import BenchConfig, load_reviews, percentile, run_bench
-from client.cli import main
-from client.errors import UnavailableError
+from imdb_sentiment_client.bench import BenchConfig, load_reviews, percentile, run_bench
+from imdb_sentiment_client.cli import main
+from imdb_sentiment_client.errors import UnavailableError
 from tests.fake_sentiment_service import FakeSentimentService, closed_port, serve
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from client import SentimentClient
-from client.cli import main
-from client.cli_io import InputError, ResultWriter, read_jsonl, read_lines
-from client.errors import error_for_status
-from client.types import ModelInfo, Prediction, StreamResult
+from imdb_sentiment_client import SentimentClient
+from imdb_sentiment_client.cli import main
+from imdb_sentiment_client.cli_io import InputError, ResultWriter, read_jsonl, read_lines
+from imdb_sentiment_client.errors import error_for_status
+from imdb_sentiment_client.types import ModelInfo, Prediction, StreamResult
 from tests.fake_sentiment_service import (
     FakeSentimentService,
     closed_port,

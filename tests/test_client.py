@@ -11,7 +11,7 @@ import time
 import grpc
 import pytest
 
-from client import (
+from imdb_sentiment_client import (
     AsyncSentimentClient,
     DeadlineExceededError,
     InvalidReviewError,
@@ -22,12 +22,12 @@ from client import (
     SentimentError,
     TlsConfig,
     UnavailableError,
-    sentiment_pb2,
 )
-from client.config import ClientConfig
-from client.errors import AuthenticationError, error_for_status, from_rpc_error
-from client.stream_ledger import StreamLedger
-from client.types import (
+from imdb_sentiment_client.config import ClientConfig
+from imdb_sentiment_client.errors import AuthenticationError, error_for_status, from_rpc_error
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
+from imdb_sentiment_client.stream_ledger import StreamLedger
+from imdb_sentiment_client.types import (
     Prediction,
     prediction_from_proto,
     predictions_from_proto,

@@ -12,8 +12,8 @@ import asyncio
 import grpc
 import pytest
 
-from client import sentiment_pb2
-from client import sentiment_pb2_grpc as stubs
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2_grpc as stubs
 from tests.helpers import occupy, request, until
 from tests.model_spies import GatedModel
 

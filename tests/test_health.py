@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2_grpc
 from server.main import SERVICE_NAME, create_server
 from tests.conftest import server_config_for_tests
 from tests.fake_models import HeldModel

@@ -13,7 +13,7 @@ from email.message import Message
 import grpc
 import pytest
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.config import load_config
 from server.errors import ConfigError, StartupError
 from server.http_api import OPENAPI_PATH, STATIC_DIR

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.config import REDACTED, SETTINGS, ServerConfig, build_parser, describe
 from server.logs import (
     JsonFormatter,

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.batcher import BatcherStats
 from server.metrics import BatcherCollector, ModelCollector, batch_size_buckets
 

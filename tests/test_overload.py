@@ -15,8 +15,9 @@ import time
 import grpc
 import pytest
 
-from client import OverloadedError, RetryPolicy, SentimentClient, sentiment_pb2
-from client import sentiment_pb2_grpc as stubs
+from imdb_sentiment_client import OverloadedError, RetryPolicy, SentimentClient
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2_grpc as stubs
 from tests.helpers import occupy, request, until
 from tests.model_spies import GatedModel
 

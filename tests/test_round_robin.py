@@ -11,8 +11,8 @@ import urllib.request
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import sentiment_pb2, sentiment_pb2_grpc
-from client.config import RetryPolicy
+from imdb_sentiment_client.config import RetryPolicy
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from tests.server_subprocess import ServerSubprocess
 from tests.test_logs import TF_NATIVE_LINE
 from tests.test_metrics import free_port

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import pytest
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from tests import helpers
 from tests.fake_models import HeldModel
 from tests.helpers import alone, occupy_blocking, wait_until

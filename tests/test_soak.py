@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.soak import FULL, QUICK, Plan, build_report
 from bench.soak_load import MIX, Mix, Tally
-from client import sentiment_pb2
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

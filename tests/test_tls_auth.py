@@ -18,15 +18,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from client import (
+from imdb_sentiment_client import (
     AuthenticationError,
     SentimentClient,
     TlsConfig,
     UnavailableError,
-    sentiment_pb2,
-    sentiment_pb2_grpc,
 )
-from client.cli import main as client_main
+from imdb_sentiment_client.cli import main as client_main
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.config import ServerConfig, describe, load_config
 from server.errors import ConfigError, StartupError
 from server.main import create_server

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.errors import InvalidReviewError, ModelLoadError
 from server.versions import ModelManager, ModelVersion, VersionedScore, complete_versions
 from tests.conftest import RunningServer, build_tiny_model_version, server_config_for_tests

@@ -1,6 +1,6 @@
 """Load generator for the sentiment service, in the spirit of ghz: run_bench(BenchConfig) -> dict.
 
-    from client.bench import BenchConfig, run_bench
+    from imdb_sentiment_client.bench import BenchConfig, run_bench
     result = run_bench(BenchConfig("localhost:50051", mode="stream", concurrency=16, procs=2))
     print(result["reviews_per_s"], result["latency_ms"]["p99"])
 
@@ -26,9 +26,9 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from client import sentiment_pb2, sentiment_pb2_grpc
-from client.config import ClientConfig, TlsConfig, positive
-from client.errors import UnavailableError, status_code
+from imdb_sentiment_client.config import ClientConfig, TlsConfig, positive
+from imdb_sentiment_client.errors import UnavailableError, status_code
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 
 MODES = ("unary", "multi", "stream")
 # Stand-ins when no --input is given; real reviews (--input) give realistic lengths.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from client import sentiment_pb2
-from client.errors import ProtocolError, SentimentError, error_for_status
+from imdb_sentiment_client.errors import ProtocolError, SentimentError, error_for_status
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
 
 POSITIVE = "POSITIVE"
 NEGATIVE = "NEGATIVE"

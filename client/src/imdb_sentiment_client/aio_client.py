@@ -9,11 +9,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 import grpc
 import grpc.aio
 
-from client import sentiment_pb2, sentiment_pb2_grpc
-from client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TlsConfig
-from client.errors import DeadlineExceededError, ProtocolError, from_rpc_error
-from client.stream_ledger import StreamLedger
-from client.types import (
+from imdb_sentiment_client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TlsConfig
+from imdb_sentiment_client.errors import DeadlineExceededError, ProtocolError, from_rpc_error
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from imdb_sentiment_client.stream_ledger import StreamLedger
+from imdb_sentiment_client.types import (
     ModelInfo,
     Prediction,
     Review,

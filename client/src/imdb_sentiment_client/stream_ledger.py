@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from client import sentiment_pb2
-from client.errors import ProtocolError
-from client.types import StreamResult, stream_result_from_proto
+from imdb_sentiment_client.errors import ProtocolError
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
+from imdb_sentiment_client.types import StreamResult, stream_result_from_proto
 
 
 class StreamLedger:

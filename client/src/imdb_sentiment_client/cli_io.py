@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from client.errors import SentimentError
-from client.types import ModelInfo, Prediction, StreamResult
+from imdb_sentiment_client.errors import SentimentError
+from imdb_sentiment_client.types import ModelInfo, Prediction, StreamResult
 
 FORMATS = ("json", "table")
 # Scores are float32 on the wire; more digits than this would be noise.
@@ -120,7 +120,7 @@ class ResultWriter:
 
 
 def format_bench_report(result: dict) -> str:
-    """A bench result (client.bench.run_bench) as a short report for people."""
+    """A bench result (imdb_sentiment_client.bench.run_bench) as a short report for people."""
     config = result["config"]
     latency = result["latency_ms"]
     errors = ", ".join(f"{code} {count}" for code, count in result["errors"].items()) or "none"

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from client import sentiment_pb2 as client_dot_sentiment__pb2
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2 as imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in client/sentiment_pb2_grpc.py depends on'
+        + ' but the generated code in imdb_sentiment_client/sentiment/v1/sentiment_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class SentimentServiceStub:
         """
         self.Predict = channel.unary_unary(
                 '/sentiment.v1.SentimentService/Predict',
-                request_serializer=client_dot_sentiment__pb2.PredictRequest.SerializeToString,
-                response_deserializer=client_dot_sentiment__pb2.PredictResponse.FromString,
+                request_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictRequest.SerializeToString,
+                response_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictResponse.FromString,
                 _registered_method=True)
         self.StreamPredict = channel.stream_stream(
                 '/sentiment.v1.SentimentService/StreamPredict',
-                request_serializer=client_dot_sentiment__pb2.StreamPredictRequest.SerializeToString,
-                response_deserializer=client_dot_sentiment__pb2.StreamPredictResponse.FromString,
+                request_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.StreamPredictRequest.SerializeToString,
+                response_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.StreamPredictResponse.FromString,
                 _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/sentiment.v1.SentimentService/GetModelInfo',
-                request_serializer=client_dot_sentiment__pb2.GetModelInfoRequest.SerializeToString,
-                response_deserializer=client_dot_sentiment__pb2.ModelInfo.FromString,
+                request_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ModelInfo.FromString,
                 _registered_method=True)
 
 
@@ -83,18 +83,18 @@ def add_SentimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
-                    request_deserializer=client_dot_sentiment__pb2.PredictRequest.FromString,
-                    response_serializer=client_dot_sentiment__pb2.PredictResponse.SerializeToString,
+                    request_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictRequest.FromString,
+                    response_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictResponse.SerializeToString,
             ),
             'StreamPredict': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamPredict,
-                    request_deserializer=client_dot_sentiment__pb2.StreamPredictRequest.FromString,
-                    response_serializer=client_dot_sentiment__pb2.StreamPredictResponse.SerializeToString,
+                    request_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.StreamPredictRequest.FromString,
+                    response_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.StreamPredictResponse.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
-                    request_deserializer=client_dot_sentiment__pb2.GetModelInfoRequest.FromString,
-                    response_serializer=client_dot_sentiment__pb2.ModelInfo.SerializeToString,
+                    request_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -122,8 +122,8 @@ class SentimentService:
             request,
             target,
             '/sentiment.v1.SentimentService/Predict',
-            client_dot_sentiment__pb2.PredictRequest.SerializeToString,
-            client_dot_sentiment__pb2.PredictResponse.FromString,
+            imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictRequest.SerializeToString,
+            imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -149,8 +149,8 @@ class SentimentService:
             request_iterator,
             target,
             '/sentiment.v1.SentimentService/StreamPredict',
-            client_dot_sentiment__pb2.StreamPredictRequest.SerializeToString,
-            client_dot_sentiment__pb2.StreamPredictResponse.FromString,
+            imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.StreamPredictRequest.SerializeToString,
+            imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.StreamPredictResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -176,8 +176,8 @@ class SentimentService:
             request,
             target,
             '/sentiment.v1.SentimentService/GetModelInfo',
-            client_dot_sentiment__pb2.GetModelInfoRequest.SerializeToString,
-            client_dot_sentiment__pb2.ModelInfo.FromString,
+            imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.GetModelInfoRequest.SerializeToString,
+            imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,8 +23,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
-from client.bench import MODES, BenchConfig, run_bench
-from client.cli_io import (
+from imdb_sentiment_client.bench import MODES, BenchConfig, run_bench
+from imdb_sentiment_client.cli_io import (
     FORMATS,
     InputError,
     ResultWriter,
@@ -32,9 +32,9 @@ from client.cli_io import (
     read_jsonl,
     read_lines,
 )
-from client.config import DEFAULT_TARGET, TlsConfig, read_token_file
-from client.errors import InvalidReviewError, SentimentError, UnavailableError
-from client.sync_client import SentimentClient
+from imdb_sentiment_client.config import DEFAULT_TARGET, TlsConfig, read_token_file
+from imdb_sentiment_client.errors import InvalidReviewError, SentimentError, UnavailableError
+from imdb_sentiment_client.sync_client import SentimentClient
 
 PROG = "sentiment-client"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

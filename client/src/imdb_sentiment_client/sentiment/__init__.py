@@ -1,0 +1,1 @@
+"""Stubs generated from the proto packages sentiment.*, one subpackage per version."""

@@ -1,0 +1,1 @@
+"""Stubs generated from protos/sentiment/v1/sentiment.proto by `make proto`; never edit them."""
