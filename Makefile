@@ -3,6 +3,9 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# buf's CLI comes from npm (package.json); `npm ci` writes this file last.
+NODE_STAMP := node_modules/.package-lock.json
+BUF     := node_modules/.bin/buf
 DATA    ?= ../shared/data/aclImdb.tar.gz
 # SST-2, CAD and contrast sets (training/extra_data.py); used when the folder exists.
 EXTRA   ?= ../shared/data/extra
@@ -16,7 +19,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test lint format proto proto-check train train-seed eval data bench bench-quick soak soak-quick clean
+.PHONY: install serve test lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
@@ -26,10 +29,13 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
 	touch $(STAMP)
 
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+
 serve: $(STAMP)
 	$(BIN)/sentiment-server --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -54,6 +60,27 @@ proto-check: proto
 	@test -z "$$(git status --porcelain -- '$(STUBS)/*_pb2*')" \
 		|| (git status --short -- '$(STUBS)/*_pb2*'; \
 		    echo "generated stubs are stale: run 'make proto' and commit" >&2; exit 1)
+
+# buf's default (STANDARD) rules, less the two buf.yaml waives and says why.
+proto-lint: $(NODE_STAMP)
+	$(BUF) lint
+
+# protos/ as it is now against protos/ at BASE: by default where this branch left main, or on
+# main itself the commit before, which is what CI checks. PACKAGE rules (buf.yaml): a
+# renumbered, removed or renamed field, or a removed RPC, fails; an added one passes. The old
+# protos/ comes out of git by `git archive`, which also works in a git worktree.
+BASE ?=
+proto-breaking: $(NODE_STAMP)
+	@base="$(BASE)"; \
+	if [ -z "$$base" ]; then base=$$(git merge-base HEAD main 2>/dev/null || true); \
+		if [ -z "$$base" ] || [ "$$base" = "$$(git rev-parse HEAD)" ]; then \
+			base=$$(git rev-parse -q --verify 'HEAD~1^{commit}' || true); fi; fi; \
+	if [ -z "$$base" ] || [ -z "$$(git ls-tree "$$base" protos)" ]; then \
+		echo "proto-breaking: no earlier protos/ in git to compare with"; exit 0; fi; \
+	against=$$(mktemp -d); trap 'rm -rf "$$against"' EXIT; \
+	git archive "$$base" protos | tar -x -C "$$against"; \
+	echo "buf breaking: protos/ against $$(git rev-parse --short "$$base")"; \
+	$(BUF) breaking --against "$$against/protos"
 
 train: $(STAMP)
 	$(BIN)/sentiment-train --data $(DATA) $(EXTRA_FLAG) --preset $(PRESET)
