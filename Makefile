@@ -3,8 +3,10 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-# buf's CLI comes from npm (package.json); `npm ci` writes this file last.
+# buf's CLI comes from npm (package.json), as do the Node.js example's gRPC packages
+# (examples/node/package.json); `npm ci` writes these files last.
 NODE_STAMP := node_modules/.package-lock.json
+NODE_EXAMPLE_STAMP := examples/node/node_modules/.package-lock.json
 BUF     := node_modules/.bin/buf
 DATA    ?= ../shared/data/aclImdb.tar.gz
 # SST-2, CAD and contrast sets (training/extra_data.py); used when the folder exists.
@@ -32,10 +34,13 @@ $(STAMP): pyproject.toml client/pyproject.toml
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 
+$(NODE_EXAMPLE_STAMP): examples/node/package.json examples/node/package-lock.json
+	cd examples/node && npm ci --no-audit --no-fund --silent
+
 serve: $(STAMP)
 	$(BIN)/sentiment-server --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT)
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(NODE_EXAMPLE_STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
