@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imdb_sentiment_client import SentimentClient
-from imdb_sentiment_client.cli import main
+from imdb_sentiment_client.cli import ENVIRONMENT, build_parser, main
 from imdb_sentiment_client.cli_io import InputError, ResultWriter, read_jsonl, read_lines
 from imdb_sentiment_client.errors import error_for_status
 from imdb_sentiment_client.types import ModelInfo, Prediction, StreamResult
@@ -167,6 +167,58 @@ def test_empty_token_file_is_a_usage_error(capsys, tmp_path):
 def test_help_exits_0(capsys):
     assert main(["stream", "--help"]) == 0
     assert "FILE|-" in capsys.readouterr().out
+
+
+# --- environment twins of the connection flags ---------------------------------------------------
+
+
+def test_every_connection_flag_has_an_environment_twin_the_server_does_not_read():
+    from server.config import SETTINGS
+
+    connection = next(g for g in build_parser({})._action_groups if g.title.startswith("connect"))
+    assert {action.dest for action in connection._group_actions} == set(ENVIRONMENT)
+    assert not set(ENVIRONMENT.values()) & {setting.env for setting in SETTINGS}
+
+
+def test_environment_sets_connection_defaults_and_a_flag_beats_it():
+    environ = {"SENTIMENT_TIMEOUT_S": "2.5", "SENTIMENT_RETRY": "off", "SENTIMENT_TLS_CA": "ca.pem"}
+    from_env = build_parser(environ).parse_args(["info"])
+    assert (from_env.timeout, from_env.retry, from_env.tls_ca) == (2.5, False, "ca.pem")
+    flags = ["--timeout", "7", "info", "--retry", "--tls-ca", "other.pem"]
+    from_flags = build_parser(environ).parse_args(flags)
+    assert (from_flags.timeout, from_flags.retry, from_flags.tls_ca) == (7.0, True, "other.pem")
+    unset = build_parser({}).parse_args(["info"])
+    assert (unset.timeout, unset.retry, unset.tls_ca) == (10.0, True, None)
+
+
+def test_target_from_the_environment_and_the_flag_beating_it(grpc_server, capsys):
+    assert main(["info"], environ={"SENTIMENT_TARGET": grpc_server}) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "imdb-lstm"
+    unreachable = {"SENTIMENT_TARGET": f"127.0.0.1:{closed_port()}", "SENTIMENT_RETRY": "off"}
+    assert main(["info", "--target", grpc_server], environ=unreachable) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "imdb-lstm"
+    assert main(["info"], environ=unreachable) == 1
+    assert unreachable["SENTIMENT_TARGET"] in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "variable, value, complaint",
+    [
+        ("SENTIMENT_TIMEOUT_S", "soon", "SENTIMENT_TIMEOUT_S='soon': expected a positive float"),
+        ("SENTIMENT_RETRY", "maybe", "SENTIMENT_RETRY='maybe': expected on/off"),
+        ("SENTIMENT_TARGET", " ", "SENTIMENT_TARGET=' ': must not be empty"),
+    ],
+)
+def test_a_bad_environment_variable_is_a_usage_error_naming_it(capsys, variable, value, complaint):
+    assert main(["info"], environ={variable: value}) == 2
+    assert complaint in _one_error_line(capsys)
+
+
+def test_help_names_the_environment_variables(capsys):
+    assert main(["predict", "--help"], environ={}) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    for variable in ENVIRONMENT.values():
+        assert f"[env {variable}]" in help_text
 
 
 # --- main(argv) against the real server -----------------------------------------------------------

@@ -6,6 +6,7 @@
     sentiment-client stream reviews.txt                      # or `-` (the default) for stdin
     sentiment-client --format table info
     sentiment-client bench --mode stream --input reviews.txt --concurrency 16 --procs 2
+    SENTIMENT_TARGET=sentiment:50051 sentiment-client info    # every connection flag has a twin
 
 Output is one JSON object per line ({"id"?, "label", "score"}, or {"id"?, "error"} for a
 review the server refused in a stream). Exit status: 0 done; 1 the service failed, or
@@ -20,7 +21,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TextIO
 
 from imdb_sentiment_client.bench import MODES, BenchConfig, run_bench
@@ -41,6 +42,19 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Reviews per Predict call for --file input: big enough to batch well on the server,
 # small enough to stay far below gRPC's 4 MB message limit with long reviews.
 DEFAULT_BATCH_SIZE = 64
+DEFAULT_TIMEOUT_S = 10.0
+# Each connection flag's environment twin, as the server's settings have: a flag beats its
+# variable, which beats the default. The client's certificate and key are not
+# SENTIMENT_TLS_CERT/KEY, which sentiment-server reads as its own.
+ENVIRONMENT = {
+    "target": "SENTIMENT_TARGET",
+    "timeout": "SENTIMENT_TIMEOUT_S",
+    "tls_ca": "SENTIMENT_TLS_CA",
+    "tls_cert": "SENTIMENT_TLS_CLIENT_CERT",
+    "tls_key": "SENTIMENT_TLS_CLIENT_KEY",
+    "token_file": "SENTIMENT_TOKEN_FILE",
+    "retry": "SENTIMENT_RETRY",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,44 +78,96 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     return parse
 
 
-def _add_connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected on/off, true/false, yes/no or 1/0")
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def connection_defaults(environ: Mapping[str, str]) -> dict[str, object]:
+    """Each connection setting's default, or its environment twin's value where one is set.
+
+    Raises InputError naming the variable when a value is bad."""
+    defaults: dict[str, object] = {
+        "target": DEFAULT_TARGET,
+        "timeout": DEFAULT_TIMEOUT_S,
+        "tls_ca": None,
+        "tls_cert": None,
+        "tls_key": None,
+        "token_file": None,
+        "retry": True,
+    }
+    parsers = {"timeout": _positive(float), "retry": _boolean}
+    for name, variable in ENVIRONMENT.items():
+        if variable in environ:
+            raw = environ[variable]
+            try:
+                defaults[name] = parsers.get(name, _non_empty)(raw)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise InputError(f"{variable}={raw!r}: {exc}") from None
+    return defaults
+
+
+def _add_connection_options(
+    parser: argparse.ArgumentParser, defaults: Mapping[str, object] | None
+) -> None:
     """Options accepted before or after the command; only the top level holds defaults,
     so `--target X predict ...` is not undone by the command's parser."""
 
-    def default(value: object) -> object:
-        return value if defaults else argparse.SUPPRESS
+    def add(group, flag: str, name: str, help_text: str, **kwargs) -> None:
+        default = argparse.SUPPRESS if defaults is None else defaults[name]
+        help_text = f"{help_text} [env {ENVIRONMENT[name]}]" if name in ENVIRONMENT else help_text
+        group.add_argument(flag, dest=name, default=default, help=help_text, **kwargs)
 
-    group = parser.add_argument_group("connection")
-    group.add_argument("--target", default=default(DEFAULT_TARGET), help="server host:port")
-    group.add_argument(
+    group = parser.add_argument_group("connection (a flag beats its environment variable)")
+    add(group, "--target", "target", f"server host:port (default {DEFAULT_TARGET})")
+    add(
+        group,
         "--timeout",
+        "timeout",
+        f"deadline of each call; for stream, the longest wait for the next result "
+        f"(default {DEFAULT_TIMEOUT_S:g})",
         type=_positive(float),
-        default=default(10.0),
         metavar="S",
-        help="deadline of each call; for stream, the longest wait for the next result",
     )
-    group.add_argument("--format", choices=FORMATS, default=default("json"), help="output")
-    group.add_argument("--tls-ca", default=default(None), metavar="PEM", help="CA for TLS")
-    group.add_argument("--tls-cert", default=default(None), metavar="PEM", help="mTLS cert")
-    group.add_argument("--tls-key", default=default(None), metavar="PEM", help="mTLS key")
-    group.add_argument(
-        "--token-file", default=default(None), metavar="FILE", help="bearer token to send"
+    add(group, "--tls-ca", "tls_ca", "CA for TLS", metavar="PEM")
+    add(group, "--tls-cert", "tls_cert", "mTLS client certificate", metavar="PEM")
+    add(group, "--tls-key", "tls_key", "mTLS client key", metavar="PEM")
+    add(group, "--token-file", "token_file", "bearer token to send", metavar="FILE")
+    add(
+        group,
+        "--retry",
+        "retry",
+        "retry UNAVAILABLE and RESOURCE_EXHAUSTED with backoff within the deadline; "
+        "--no-retry fails on the first (default on)",
+        action=argparse.BooleanOptionalAction,
     )
-    group.add_argument(
-        "--no-retry",
-        action="store_true",
-        default=default(False),
-        help="fail on the first UNAVAILABLE or RESOURCE_EXHAUSTED instead of retrying",
-    )
+    output = parser.add_argument_group("output")
+    add(output, "--format", "format", "json lines, or an aligned table", choices=FORMATS)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Sentiment of movie reviews, from a gRPC server.")
-    _add_connection_options(parser, defaults=True)
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The command line; connection defaults come from `environ` (os.environ if None)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Sentiment of movie reviews, from a gRPC server. Each connection flag "
+        "can also come from the environment variable shown.",
+    )
+    defaults = connection_defaults(os.environ if environ is None else environ)
+    _add_connection_options(parser, {**defaults, "format": "json"})
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     predict = commands.add_parser("predict", help="score reviews with Predict calls")
-    _add_connection_options(predict, defaults=False)
+    _add_connection_options(predict, None)
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to score")
     predict.add_argument("--file", metavar="F", help="reviews, one per line (- for stdin)")
     predict.add_argument("--jsonl", action="store_true", help='--file holds {"id","text"} lines')
@@ -115,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_predict)
 
     stream = commands.add_parser("stream", help="score reviews through one StreamPredict call")
-    _add_connection_options(stream, defaults=False)
+    _add_connection_options(stream, None)
     stream.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="default stdin")
     stream.add_argument("--jsonl", action="store_true", help='input holds {"id","text"} lines')
     stream.add_argument(
@@ -131,11 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream.set_defaults(run=_stream)
 
     info = commands.add_parser("info", help="describe the model being served")
-    _add_connection_options(info, defaults=False)
+    _add_connection_options(info, None)
     info.set_defaults(run=_info)
 
     bench = commands.add_parser("bench", help="load-test the server, in the spirit of ghz")
-    _add_connection_options(bench, defaults=False)
+    _add_connection_options(bench, None)
     bench.add_argument("--mode", choices=MODES, default="unary", help="unary: 1 review per Predict")
     bench.add_argument("--concurrency", type=_positive(int), default=8, metavar="N")
     bench.add_argument("--duration-s", type=_positive(float), metavar="S", help="default 10")
@@ -152,12 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of `sentiment-client`; returns the exit status."""
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(environ).parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse has already reported
         return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except InputError as exc:  # a bad environment variable
+        return _fail(EXIT_USAGE, str(exc))
     try:
         return args.run(args, sys.stdout)
     except UnavailableError as exc:
@@ -188,7 +256,7 @@ def _security(args: argparse.Namespace) -> tuple[TlsConfig | None, str | None]:
 def _client(args: argparse.Namespace) -> SentimentClient:
     tls, token = _security(args)
     settings: dict = {"timeout_s": args.timeout, "tls": tls, "token": token}
-    if args.no_retry:
+    if not args.retry:
         settings["retry"] = None
     if args.command == "stream":
         settings["max_in_flight"] = args.max_in_flight
