@@ -11,12 +11,15 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn import metrics as skm
+
+from imdb_sentiment_client.progress import Progress
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -45,8 +48,14 @@ class EvalResult:
     comparison: list | None = None  # compare.Column per model, on every evaluation set
 
 
-def score_texts(model, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    """P(positive) for each text, batched in length order to spare padding."""
+def score_texts(
+    model,
+    texts: list[str],
+    batch_size: int = 256,
+    on_scored: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """P(positive) for each text, batched in length order to spare padding; `on_scored(n)`
+    after each batch of n."""
     import tensorflow as tf
 
     batches, _ = sorted_batches(texts, batch_size)
@@ -54,6 +63,8 @@ def score_texts(model, texts: list[str], batch_size: int = 256) -> np.ndarray:
     for batch in batches:
         inputs = tf.constant([texts[i] for i in batch])
         scores[batch] = np.asarray(model(inputs, training=False)).reshape(-1)
+        if on_scored is not None:
+            on_scored(len(batch))
     return scores
 
 
@@ -97,11 +108,14 @@ def tfidf_baseline(train: imdb.Split, test: imdb.Split) -> dict:
 def evaluate_model(
     model, dataset: imdb.Dataset, threshold: float = 0.5, history: dict | None = None
 ) -> EvalResult:
+    # Minutes of silence otherwise: progress on stderr, when it is a terminal.
     started = time.monotonic()
-    scores = score_texts(model, dataset.test.texts)
+    with Progress("scoring test reviews", total=len(dataset.test.texts)) as progress:
+        scores = score_texts(model, dataset.test.texts, on_scored=progress.advance)
     model_seconds = time.monotonic() - started
     started = time.monotonic()
-    baseline = tfidf_baseline(dataset.train, dataset.test)
+    with Progress("fitting the TF-IDF baseline"):
+        baseline = tfidf_baseline(dataset.train, dataset.test)
     return EvalResult(
         metrics=classification_metrics(dataset.test.labels, scores, threshold),
         labels=dataset.test.labels,

@@ -9,8 +9,10 @@
     SENTIMENT_TARGET=sentiment:50051 sentiment-client info    # every connection flag has a twin
 
 Output is one JSON object per line ({"id"?, "label", "score"}, or {"id"?, "error"} for a
-review the server refused in a stream). Exit status: 0 done; 1 the service failed, or
-some reviews of a stream did; 2 bad usage, settings or input; 130 interrupted.
+review the server refused in a stream). Reading reviews from a file, it reports its progress
+on stderr (reviews done, rate, time left) when stderr is a terminal and stdout is not.
+Exit status: 0 done; 1 the service failed, or some reviews of a stream did; 2 bad usage,
+settings or input; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from imdb_sentiment_client.cli_io import (
 )
 from imdb_sentiment_client.config import DEFAULT_TARGET, TlsConfig, read_token_file
 from imdb_sentiment_client.errors import InvalidReviewError, SentimentError, UnavailableError
+from imdb_sentiment_client.progress import Progress, is_terminal
 from imdb_sentiment_client.sync_client import SentimentClient
 
 PROG = "sentiment-client"
@@ -160,7 +163,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     parser = _Parser(
         prog=PROG,
         description="Sentiment of movie reviews, from a gRPC server. Each connection flag "
-        "can also come from the environment variable shown.",
+        "can also come from the environment variable shown. Reading reviews from a file, "
+        "progress goes to stderr when it is a terminal (and stdout is not).",
     )
     defaults = connection_defaults(os.environ if environ is None else environ)
     _add_connection_options(parser, {**defaults, "format": "json"})
@@ -270,7 +274,11 @@ def _predict(args: argparse.Namespace, out: TextIO) -> int:
     if args.jsonl and not args.file:
         raise InputError("--jsonl reads --file; TEXT arguments are plain reviews")
     writer = ResultWriter(out, args.format, with_ids=args.jsonl)
-    with _client(args) as client, _open_input(args.file) as lines:
+    with (
+        _client(args) as client,
+        _open_input(args.file) as lines,
+        _progress(args.file, args.jsonl, out) as progress,
+    ):
         if args.jsonl:
             records = read_jsonl(lines, args.file)
         elif args.file:
@@ -292,17 +300,23 @@ def _predict(args: argparse.Namespace, out: TextIO) -> int:
             for (review_id, _), prediction in zip(batch, predictions, strict=True):
                 writer.prediction(dataclasses.replace(prediction, id=review_id))
             first += len(batch)
+            progress.advance(len(batch))
     return EXIT_OK
 
 
 def _stream(args: argparse.Namespace, out: TextIO) -> int:
     writer = ResultWriter(out, args.format, with_ids=args.jsonl)
     failed, first_failure, count = 0, "", 0
-    with _client(args) as client, _open_input(args.file) as lines:
+    with (
+        _client(args) as client,
+        _open_input(args.file) as lines,
+        _progress(args.file, args.jsonl, out) as progress,
+    ):
         reviews = read_jsonl(lines, args.file) if args.jsonl else read_lines(lines, args.file)
         for count, result in enumerate(client.stream(reviews), 1):
             writer.stream_result(result)
             out.flush()  # results are a live feed when stdout is a pipe
+            progress.advance()
             if not result.ok:
                 failed += 1
                 where = f"id {result.id}" if result.id is not None else f"review {count}"
@@ -350,6 +364,23 @@ def _open_input(path: str | None) -> Iterator[TextIO | None]:
     else:
         with open(path, encoding="utf-8") as file:
             yield file
+
+
+def _progress(path: str | None, jsonl: bool, out: TextIO) -> Progress:
+    """Progress on stderr over a file of reviews, only when stderr is a terminal and the
+    results go elsewhere: results printed on the same screen are their own progress."""
+    enabled = path is not None and is_terminal(sys.stderr) and not is_terminal(out)
+    total = _count_reviews(path, jsonl) if enabled and path != "-" else None
+    return Progress("reviews", total, enabled=enabled)
+
+
+def _count_reviews(path: str, jsonl: bool) -> int | None:
+    """Reviews in a file, for the time left: lines (JSON lines: non-blank ones)."""
+    try:
+        with open(path, "rb") as file:
+            return sum(1 for line in file if line.strip() or not jsonl)
+    except OSError:
+        return None  # reading it for real reports the problem
 
 
 def _batches(records: Iterator[tuple[str | None, str]], size: int) -> Iterator[list]:
