@@ -70,13 +70,13 @@ proto-check: proto
 proto-lint: $(NODE_STAMP)
 	$(BUF) lint
 
-# protos/ as it is now against protos/ at BASE: by default where this branch left main, or on
-# main itself the commit before, which is what CI checks. PACKAGE rules (buf.yaml): a
-# renumbered, removed or renamed field, or a removed RPC, fails; an added one passes. The old
-# protos/ comes out of git by `git archive`, which also works in a git worktree.
-BASE ?=
+# protos/ as it is now against protos/ at PROTO_BASE: by default where this branch left
+# main, or on main itself the commit before, which is what CI checks. PACKAGE rules
+# (buf.yaml): a renumbered, removed or renamed field, or a removed RPC, fails; an added one
+# passes. The old protos/ comes out of git by `git archive`, which also works in a worktree.
+PROTO_BASE ?=
 proto-breaking: $(NODE_STAMP)
-	@base="$(BASE)"; \
+	@base="$(PROTO_BASE)"; \
 	if [ -z "$$base" ]; then base=$$(git merge-base HEAD main 2>/dev/null || true); \
 		if [ -z "$$base" ] || [ "$$base" = "$$(git rev-parse HEAD)" ]; then \
 			base=$$(git rev-parse -q --verify 'HEAD~1^{commit}' || true); fi; fi; \
