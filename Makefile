@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
+	@# In a venv from before the split, uninstalling the old server distribution removes
+	@# the sentiment-client script that the client distribution has just installed.
+	test -x $(BIN)/sentiment-client || $(BIN)/pip install --quiet --no-deps --force-reinstall -e ./client
 	touch $(STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
