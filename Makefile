@@ -12,7 +12,7 @@ DATA    ?= ../shared/data/aclImdb.tar.gz
 # SST-2, CAD and contrast sets (training/extra_data.py); used when the folder exists.
 EXTRA   ?= ../shared/data/extra
 EXTRA_FLAG = $(if $(wildcard $(EXTRA)),--extra-data $(EXTRA))
-PRESET  ?= default
+PRESET  ?= reader
 HOST    ?= localhost
 PORT    ?= 50051
 HTTP_PORT ?= 8080

@@ -12,7 +12,7 @@ from tests.imdb_fixture import make_archive
 from training import compare, evaluate, extra_data, train
 from training import data as imdb
 from training.layers import HashedBigramBag, standardize_review_negation
-from training.model import get_preset, lstm_path
+from training.model import build_models, build_vectorizer, get_preset, lstm_path
 
 
 @pytest.fixture(scope="module")
@@ -138,15 +138,36 @@ def test_a_tiny_run_on_the_mix_selects_on_every_validation_set(mix_run):
     assert metadata["metrics"]["validation"]["accuracy"] > 0.8
 
 
-def test_the_mix_model_serves_and_its_lstm_path_is_a_classifier_alone(mix_run):
-    dataset, _, version_dir = mix_run
+def test_the_whole_model_or_its_lstm_path_ships_whichever_validates_better(mix_run):
+    _, _, version_dir = mix_run
+    selection = json.loads((version_dir / "metadata.json").read_text())["selection"]
+    scores = selection["selection_scores"]
+    assert selection["shipped"] == max(scores, key=lambda k: (scores[k], k == "LSTM path alone"))
     model = evaluate.load_model(version_dir / "model.keras")
+    layers = {layer.name for layer in model.get_layer("classifier").layers}
+    assert ("bag_logit" in layers) == (selection["shipped"] == "whole model")
+
+
+def test_the_lstm_path_alone_is_a_servable_classifier_without_the_bag(data, tmp_path):
+    dataset, _ = data
+    preset = get_preset("tiny", bag_buckets=64, lstm_aux_weight=0.5)
+    vectorizer = build_vectorizer(preset)
+    vectorizer.adapt(tf.constant(dataset.train.texts))
+    model, _ = build_models(preset, vectorizer)
+    bag = model.get_layer("classifier").get_layer("bag_logit")
+    bag.word_weights.assign(np.linspace(-1, 1, preset.vocab_size).astype("float32"))
     reader = lstm_path(model)
-    assert reader is not None
-    texts, labels = dataset.test.texts, dataset.test.labels
+    inner = {layer.name for layer in reader.get_layer("classifier").layers}
+    assert "bag_logit" not in inner and {"vectorize", "keep_last_tokens"} <= {
+        layer.name for layer in reader.layers
+    }
+    texts = dataset.test.texts[:50]
     whole, alone = evaluate.score_texts(model, texts), evaluate.score_texts(reader, texts)
-    assert np.mean((alone >= 0.5) == labels) > 0.7
-    assert np.max(np.abs(whole - alone)) > 1e-3  # the bag contributes
+    assert np.max(np.abs(whole - alone)) > 1e-3  # the bag contributed to the whole model
+    reader.save(tmp_path / "model.keras")
+    reloaded = evaluate.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(evaluate.score_texts(reloaded, texts), alone, atol=1e-6)
+    assert lstm_path(reloaded) is None  # no bag left to take away
 
 
 def test_comparison_puts_every_model_on_every_set(mix_run, tmp_path):
@@ -154,11 +175,10 @@ def test_comparison_puts_every_model_on_every_set(mix_run, tmp_path):
     model = evaluate.load_model(version_dir / "model.keras")
     metadata = json.loads((version_dir / "metadata.json").read_text())
     columns = compare.compare(model, metadata, version_dir, dataset, extra, None, log=lambda m: 0)
-    assert [c.name for c in columns] == [
-        "v1 (tiny)",
-        "v1 (tiny): LSTM path alone",
-        "TF-IDF + LR, same mix",
-    ]
+    names = [c.name for c in columns]
+    assert names[0] == "v1 (tiny)" and names[-1] == "TF-IDF + LR, same mix"
+    has_bag = metadata["selection"]["shipped"] == "whole model"
+    assert ("v1 (tiny): LSTM path alone" in names) == has_bag
     for column in columns:
         assert list(column.metrics) == ["IMDB test", *extra.validation_sets()]
         assert column.trained_on

@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra is not None:
         from training import compare
 
-        result.comparison = compare.compare(model, metadata, version_dir, dataset, extra)
+        result.comparison = compare.compare(
+            model, metadata, version_dir, dataset, extra, test_scores=result.scores
+        )
     out = args.out or version_dir / "report"
     write_report(result, out, metadata)
     print(json.dumps({"model": result.metrics, "tfidf_logreg": result.baseline}))

@@ -20,7 +20,7 @@ import numpy as np
 from training import evaluate
 from training.data import Split
 from training.extra_data import ExtraData, Labelled, normalise_space
-from training.model import Preset
+from training.model import Preset, lstm_path
 
 IMDB_VALIDATION = "IMDB validation"
 # The selection score averages these groups' accuracies; each edit set is pooled with
@@ -122,10 +122,7 @@ class SelectOnValidationSets(keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        accuracies = {}
-        for name, labelled in self.sets.items():
-            scores = evaluate.score_texts(self.scored_model, labelled.split.texts)
-            accuracies[name] = float(np.mean((scores >= 0.5) == labelled.split.labels))
+        accuracies = validation_accuracies(self.scored_model, self.sets)
         score = selection_score(accuracies)
         for name, value in {**accuracies, "selection score": score}.items():
             self.history.setdefault(f"val {name}", []).append(value)
@@ -145,3 +142,29 @@ class SelectOnValidationSets(keras.callbacks.Callback):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
             print(f"restored the weights of epoch {self.best_epoch}", flush=True)
+
+
+def validation_accuracies(model: keras.Model, sets: dict[str, Labelled]) -> dict[str, float]:
+    return {
+        name: float(np.mean((evaluate.score_texts(model, s.split.texts) >= 0.5) == s.split.labels))
+        for name, s in sets.items()
+    }
+
+
+def choose_whole_or_lstm(model: keras.Model, sets: dict[str, Labelled]) -> tuple[keras.Model, dict]:
+    """The whole model or its LSTM path alone, whichever has the better selection score on
+    the validation sets (a tie goes to the LSTM alone, the smaller model); and the record."""
+    reader = lstm_path(model)
+    if reader is None:
+        return model, {}
+    accuracies = {
+        "whole model": validation_accuracies(model, sets),
+        "LSTM path alone": validation_accuracies(reader, sets),
+    }
+    scores = {name: selection_score(values) for name, values in accuracies.items()}
+    shipped = (
+        "LSTM path alone" if scores["LSTM path alone"] >= scores["whole model"] else "whole model"
+    )
+    print(f"selection scores: {scores}; shipping the {shipped}", flush=True)
+    record = {"selection_scores": scores, "accuracies": accuracies, "shipped": shipped}
+    return (reader if shipped == "LSTM path alone" else model), record

@@ -310,16 +310,21 @@ def build_models(
 
 
 def lstm_path(model: keras.Model) -> keras.Model | None:
-    """Text -> the LSTM path's own P(positive), from a shipped model with a bag beside its
-    LSTM (None without one): the ablation of the bag."""
+    """The LSTM path alone of a model with a bag beside its LSTM (None without one): text ->
+    sigmoid(the LSTM's own logit), with the same "vectorize", "keep_last_tokens" and
+    "classifier" layers a serving model has, so it can be shipped as it is."""
     classifier = model.get_layer("classifier")
-    if "lstm_logit" not in {layer.name for layer in classifier.layers}:
+    if "bag_logit" not in {layer.name for layer in classifier.layers}:
         return None
-    inner = keras.Model(
-        classifier.inputs,
-        keras.layers.Activation("sigmoid")(classifier.get_layer("lstm_logit").output),
-    )
-    return keras.Model(model.inputs, inner(model.get_layer("keep_last_tokens").output))
+    # The same arithmetic as a model built without a bag: Dense(1, sigmoid) named "score".
+    lstm_logit = classifier.get_layer("lstm_logit")
+    score_layer = keras.layers.Dense(1, activation="sigmoid", name="score")
+    score = score_layer(lstm_logit.input)
+    score_layer.set_weights(lstm_logit.get_weights())
+    reader = keras.Model(classifier.inputs, score, name="classifier")
+    text = keras.Input(shape=(), dtype="string", name="review")
+    ids = model.get_layer("keep_last_tokens")(model.get_layer("vectorize")(text))
+    return keras.Model(text, reader(ids), name=f"{model.name}_lstm_path")
 
 
 def trainable_parameters(model: keras.Model) -> int:

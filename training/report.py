@@ -89,6 +89,10 @@ def _markdown(result, metadata: dict) -> str:
         from training import compare
 
         lines += [""] + compare.markdown(result.comparison)
+    if metadata.get("selection"):
+        from training import compare
+
+        lines += [""] + compare.selection_markdown(metadata["selection"])
     return "\n".join(lines) + "\n"
 
 

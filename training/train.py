@@ -25,7 +25,7 @@ import tensorflow as tf
 from training import data as imdb
 from training import embeddings, evaluate, extra_data, teacher
 from training.batches import length_grouped_batches
-from training.mix import SelectOnValidationSets, build_mix
+from training.mix import SelectOnValidationSets, build_mix, choose_whole_or_lstm
 from training.model import (
     PRESETS,
     Preset,
@@ -252,6 +252,10 @@ def train(
     else:
         best_epoch = int(np.argmin(history["val_loss"])) + 1
 
+    selection = {}
+    if preset.bag_buckets and mix.validation_sets:
+        # The bag is there to help; if the LSTM alone does better on validation, it ships alone.
+        model, selection = choose_whole_or_lstm(model, mix.validation_sets)
     val_scores = evaluate.score_texts(model, val_split.texts)
     threshold = choose_threshold(val_split.labels, val_scores) if preset.tune_threshold else 0.5
     val_metrics = evaluate.classification_metrics(val_split.labels, val_scores, threshold)
@@ -301,6 +305,8 @@ def train(
     }
     if validation_sets:
         metadata["metrics"]["validation_sets"] = validation_sets
+    if selection:
+        metadata["selection"] = selection
     result = None
     if report:
         result = evaluate.evaluate_model(model, dataset, threshold, history=history)
