@@ -6,7 +6,6 @@ knowing anything of gRPC.
 
 from __future__ import annotations
 
-
 # Standardisation keeps only ASCII word characters (RE2's \w), so text in other scripts,
 # emoji or punctuation alone leaves nothing, and an all-padding row must not reach the LSTM.
 NO_WORDS = (

@@ -1,4 +1,4 @@
-"""Integrated gradients over each token's presence: how much each token the model saw moves its score.
+"""Integrated gradients over each token's presence: how far each token moves the score.
 
 Sundararajan et al. 2017, over a continuous relaxation of the review: every token
 t gets a presence p_t in [0, 1], and the classifier is re-run with its own
