@@ -19,6 +19,7 @@ from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.batcher import MicroBatcher
 from server.errors import (
     DeadlineExceededError,
+    ExplainUnavailableError,
     InferenceError,
     InvalidRequestError,
     InvalidReviewError,
@@ -26,6 +27,7 @@ from server.errors import (
     ServiceError,
     ShuttingDownError,
 )
+from server.explain import Explainer, Explanation
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[s
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
     if isinstance(error, InferenceError):
         return grpc.StatusCode.INTERNAL, str(error), ()
+    if isinstance(error, ExplainUnavailableError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
     logger.error("unexpected error reached the gRPC edge", exc_info=error)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", ()
 
@@ -76,10 +80,17 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[s
 class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
     """Predict, StreamPredict and GetModelInfo over one shared MicroBatcher."""
 
-    def __init__(self, model: ModelDescription, batcher: MicroBatcher, limits: RequestLimits):
+    def __init__(
+        self,
+        model: ModelDescription,
+        batcher: MicroBatcher,
+        limits: RequestLimits,
+        explainer: Explainer | None = None,
+    ):
         self._model = model
         self._batcher = batcher
         self._limits = limits
+        self._explainer = explainer
 
     async def Predict(
         self, request: sentiment_pb2.PredictRequest, context: grpc.aio.ServicerContext
@@ -159,6 +170,23 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             if isinstance(outcome, BaseException):
                 raise outcome
         return outcomes
+
+    # -- Explain -------------------------------------------------------------------
+
+    async def explain_review(self, review: str, timeout_s: float) -> Explanation:
+        """Checks one review as Predict does (same messages, as review 0) and explains it.
+
+        Raises a ServiceError. Public for the HTTP edge, like score_reviews.
+        """
+        if self._explainer is None:
+            raise ExplainUnavailableError("this server was started without Explain")
+        problem = self._problem_with(review)
+        if problem is not None:
+            raise InvalidRequestError(problem.for_review("0"))
+        try:
+            return await self._explainer.explain(review, time.monotonic() + timeout_s)
+        except InvalidReviewError as error:
+            raise InvalidRequestError(error.for_review("0")) from None
 
     # -- StreamPredict -------------------------------------------------------------
 
