@@ -10,7 +10,7 @@ Two measures, per review, through the served model (text in, score out):
   of words the model saw, drawn at random (the mean of `RANDOM_DRAWS` draws), is
   the comparison; a review passes when the top words move it further.
 - completeness (Sundararajan et al. 2017): the attributions sum to score(review)
-  - score(baseline) within 5% (or 0.001 when the two barely differ).
+  - score(baseline) within 5% (or 1e-4 when the two barely differ).
 
 Also the time each explanation took in process, by review length.
 """
@@ -124,6 +124,7 @@ def summary(results: list[ReviewResult]) -> dict:
         },
         "completeness": {
             "within_tolerance": sum(r.complete for r in results) / n,
+            "within_5_percent": sum(r.relative_gap <= 0.05 for r in results) / n,
             "pass": all(r.complete for r in results),
             "median_relative_gap": statistics.median(r.relative_gap for r in results),
             "max_relative_gap": max(r.relative_gap for r in results),
