@@ -83,7 +83,7 @@ def http_explain(port: int, review: str) -> int:
 
 def grpc_explain_fn(target: str):
     """A callable explaining one review over gRPC, or None where the RPC does not exist yet."""
-    from client import SentimentClient
+    from imdb_sentiment_client import SentimentClient
 
     client = SentimentClient(target, timeout_s=30, retry=None)
     if not hasattr(client, "explain"):
@@ -104,7 +104,7 @@ def through_server_ms(explain, reviews: list[str]) -> list[float]:
 def predict_p99_ms(target: str, reviews: list[str], duration_s: float, flood) -> dict:
     """Single-review Predict from PREDICT_CALLERS threads for duration_s; flood() runs
     meanwhile on FLOOD_CALLERS threads when given."""
-    from client import OverloadedError, SentimentClient
+    from imdb_sentiment_client import OverloadedError, SentimentClient
 
     stop = threading.Event()
     latencies: list[float] = []

@@ -27,7 +27,14 @@ from server.errors import (
     ServiceError,
     ShuttingDownError,
 )
-from server.explain import Explainer, Explanation
+from server.explain import (
+    BEYOND_MAXLEN,
+    OUT_OF_VOCABULARY,
+    REMOVED,
+    SCORED,
+    Explainer,
+    Explanation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +85,7 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[s
 
 
 class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
-    """Predict, StreamPredict and GetModelInfo over one shared MicroBatcher."""
+    """Predict, StreamPredict and GetModelInfo over one shared MicroBatcher; Explain beside it."""
 
     def __init__(
         self,
@@ -141,6 +148,16 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             metrics=model.metrics,
             preset=model.preset,
         )
+
+    async def Explain(
+        self, request: sentiment_pb2.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> sentiment_pb2.ExplainResponse:
+        try:
+            explanation = await self.explain_review(request.review, self._timeout_s(context))
+        except Exception as error:  # a ServiceError, or a bug that status_of logs
+            code, message, trailers = status_of(error)
+            await context.abort(code, message, trailing_metadata=trailers)  # raises
+        return explanation_proto(explanation)
 
     # -- Predict -------------------------------------------------------------------
 
@@ -261,6 +278,43 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             score=score,
             model_version=version,
         )
+
+
+_WORD_STATUS = {
+    SCORED: sentiment_pb2.WORD_STATUS_SCORED,
+    OUT_OF_VOCABULARY: sentiment_pb2.WORD_STATUS_OUT_OF_VOCABULARY,
+    BEYOND_MAXLEN: sentiment_pb2.WORD_STATUS_BEYOND_MAXLEN,
+    REMOVED: sentiment_pb2.WORD_STATUS_REMOVED,
+}
+
+
+def explanation_proto(explanation: Explanation) -> sentiment_pb2.ExplainResponse:
+    """An Explanation as the Explain RPC answers it."""
+    positive = explanation.is_positive
+    return sentiment_pb2.ExplainResponse(
+        prediction=sentiment_pb2.Prediction(
+            label=sentiment_pb2.POSITIVE if positive else sentiment_pb2.NEGATIVE,
+            score=explanation.score,
+            model_version=explanation.model_version,
+        ),
+        words=[
+            sentiment_pb2.Word(
+                start=w.start,
+                end=w.end,
+                token=w.token or "",
+                status=_WORD_STATUS[w.status],
+                attribution=w.attribution,  # None leaves the optional field unset
+            )
+            for w in explanation.words
+        ],
+        method=sentiment_pb2.AttributionMethod(
+            name=explanation.method,
+            baseline=explanation.baseline,
+            baseline_score=explanation.baseline_score,
+            steps=explanation.steps,
+            convergence_delta=explanation.convergence_delta,
+        ),
+    )
 
 
 @dataclass(frozen=True)

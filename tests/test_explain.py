@@ -181,6 +181,7 @@ def test_the_explainer_runs_one_at_a_time_refuses_beyond_capacity_and_drops_leav
         with pytest.raises(QueueFullError, match="3 of 3"):
             await explainer.explain("refused", deadline_s)
         left.cancel()
+        await asyncio.gather(left, return_exceptions=True)  # the caller has gone
         model.release.set()
         explained = await first
         assert explained.steps == 8 and [w.token for w in explained.words] == ["one", "two"]
