@@ -11,14 +11,18 @@ attributions sum to score(review) - score(baseline) within `TOLERANCE` (or
 
 Explain work never enters Predict's queue: the Explainer runs one explanation
 at a time on its own thread and admits at most `queue_capacity` (waiting or
-running), refusing the rest with QueueFullError, so a flood of Explain calls
-costs Predict a share of the CPU but never a place in its queue.
+running), refusing the rest with QueueFullError. Given a ModelGate
+(server/model_gate.py), an explanation starts only once Predict has left the
+model idle for a moment, so a flood of Explain calls delays no batch beyond one
+explanation that began in an idle moment; under a Predict load that keeps the
+model busy, Explain calls wait (up to their deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import math
 import threading
@@ -36,6 +40,7 @@ from server.errors import (
     ServiceError,
     ShuttingDownError,
 )
+from server.model_gate import ModelGate
 from server.word_spans import words
 
 METHOD = "integrated_gradients"
@@ -185,10 +190,18 @@ class Explainer:
     that goes away or whose deadline passes before its turn is dropped unexplained.
     """
 
-    def __init__(self, models: ModelSource, *, queue_capacity: int, on_explained=None):
+    def __init__(
+        self,
+        models: ModelSource,
+        *,
+        queue_capacity: int,
+        gate: ModelGate | None = None,
+        on_explained=None,
+    ):
         if type(queue_capacity) is not int or queue_capacity < 1:
             raise ValueError(f"queue_capacity must be an integer >= 1, got {queue_capacity!r}")
         self._models = models
+        self._gate = gate
         self.queue_capacity = queue_capacity
         self._on_explained = on_explained  # called with the seconds each explanation took
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -241,10 +254,15 @@ class Explainer:
         if time.monotonic() >= deadline_s:
             self._stats.dropped_expired += 1
             raise DeadlineExceededError("the deadline passed while the review was queued")
-        started_s = time.monotonic()
+        gate = self._gate.behind() if self._gate is not None else contextlib.nullcontext()
         try:
-            explanation = explain_review(self._models.current, review, stop)
-        except InvalidReviewError:
+            with gate:
+                started_s = time.monotonic()
+                if stop.is_set():  # left while Predict had the model
+                    self._stats.dropped_cancelled += 1
+                    raise DeadlineExceededError("the caller left before its turn")
+                explanation = explain_review(self._models.current, review, stop)
+        except (InvalidReviewError, DeadlineExceededError):
             raise
         except ServiceError:
             self._stats.failed += 1

@@ -29,6 +29,7 @@ from server.http_api import HttpApi
 from server.interceptor import CallObserver
 from server.logs import configured_logging
 from server.metrics import MetricsServer, ServerMetrics, start_metrics_server
+from server.model_gate import ModelGate
 from server.servicer import RequestLimits, SentimentServicer
 from server.versions import ModelManager, load_and_warm
 
@@ -133,17 +134,21 @@ async def create_server(
         models = load_models(config)
     else:
         models = ModelManager(model)
+    # Predict's batches and Explain take turns on the model: batches first, Explain when idle.
+    gate = ModelGate()
     batcher = MicroBatcher(
-        models.predict,
+        gate.first(models.predict),
         max_batch_size=config.max_batch_size,
         max_delay_ms=config.max_delay_ms,
         queue_capacity=config.queue_capacity,
         on_batch=metrics.observe_batch,
     )
-    # Explain has its own worker thread and queue: never a place in Predict's batches.
+    gate.pending = batcher.has_waiting
+    # Explain has its own worker thread and queue: never a place in Predict's queue.
     explainer = Explainer(
         models,
         queue_capacity=config.explain_queue_capacity,
+        gate=gate,
         on_explained=metrics.observe_explanation,
     )
     metrics.watch(batcher.stats, models, explainer.stats)

@@ -211,3 +211,47 @@ def test_a_deadline_that_passes_in_the_queue_ends_the_call():
         await explainer.close()
 
     asyncio.run(scenario())
+
+
+def test_the_relaxation_reaches_the_reader_presets_hashed_bigram_bag():
+    """The classifier training/model.py builds with a bag (as model 3's "reader" preset has)."""
+    import keras
+
+    from server.integrated_gradients import PresenceGradients, gauss_legendre
+    from training.model import build_classifier, get_preset
+
+    keras.utils.set_random_seed(3)
+    classifier = build_classifier(get_preset("tiny", bag_buckets=64))
+    bag = classifier.get_layer("bag_logit")
+    ids = np.array([5, 9, 2, 31, 5, 17, 44, 1])
+    nodes, weights = gauss_legendre(32)
+    presences = np.concatenate([[0.0, 1.0], nodes])
+    quadrature = np.concatenate([[0.0, 0.0], weights])
+    silent, _ = PresenceGradients(classifier, "/CPU:0")(ids, presences, quadrature)
+    rng = np.random.default_rng(0)
+    bag.word_weights.assign(rng.normal(0, 2, bag.word_weights.shape).astype("float32"))
+    bag.pair_weights.assign(rng.normal(0, 2, bag.pair_weights.shape).astype("float32"))
+    summed, scores = PresenceGradients(classifier, "/CPU:0")(ids, presences, quadrature)
+    assert scores[1] == pytest.approx(float(classifier(ids[None])[0, 0]), abs=1e-6)
+    assert summed.sum() == pytest.approx(scores[1] - scores[0], abs=1e-4)
+    # The bag's words now carry most of the logit: their attributions must show it.
+    assert np.abs(summed - silent).max() > 0.05
+
+
+def test_a_served_model_with_the_negation_standardiser_and_a_bag_explains(tmp_path):
+    """Model 3's shape: "n't" becomes "not" (its span is the "n't"), a bag beside the LSTM."""
+    from server.model import ServingModel
+    from tests.conftest import build_tiny_model_version
+
+    build_tiny_model_version(tmp_path / "1", standardizer="negation", bag_buckets=64)
+    model = ServingModel.load_latest(tmp_path, device="cpu")
+    model.warm_up()
+    assert model.standardizer == "negation" and model.explain_unavailable is None
+    review = "It DOESN'T work; the plot isn't great!"
+    explanation = explain_review(model, review)
+    assert [(review[w.start : w.end], w.token) for w in explanation.words][1:3] == [
+        ("DOES", "does"),
+        ("N'T", "not"),
+    ]
+    assert explanation.score == pytest.approx(model.predict([review])[0], abs=1e-5)
+    assert complete(explanation)
