@@ -147,7 +147,10 @@ def explain_review(
     )
 
 
-def _attributed(found, ids, first_seen, attributions) -> list[WordAttribution]:
+def _attributed(
+    found: list, ids: list[int], first_seen: int, attributions: list[float]
+) -> list[WordAttribution]:
+    """Each word with its status, and its attribution if the model saw it."""
     result = []
     index = 0  # token index into ids
     for word in found:

@@ -161,7 +161,11 @@ class ServingModel:
         if self.standardizer is None:
             self.explain_unavailable = "its text standardiser has no Python mirror for word spans"
         self._vocabulary = {str(t): i for i, t in enumerate(vectorize.get_vocabulary())}
-        self._presence_gradients = PresenceGradients(classifier, device)
+        self._presence_gradients: PresenceGradients | None = None
+        try:
+            self._presence_gradients = PresenceGradients(classifier, device)
+        except ModelLoadError as exc:  # Predict does not need it
+            self.explain_unavailable = str(exc)
 
     @classmethod
     def load_latest(cls, model_dir: Path, device: str = "auto") -> ServingModel:
@@ -220,7 +224,7 @@ class ServingModel:
     def integrated_gradients(self, ids: list[int], steps: int) -> tuple[list[float], float, float]:
         """(attribution per token, score, baseline score) for the ids of one review the
         classifier sees (at most maxlen, none 0), by `steps` Gauss-Legendre nodes."""
-        if self.explain_unavailable is not None:
+        if self.explain_unavailable is not None or self._presence_gradients is None:
             raise ExplainUnavailableError(
                 f"model version {self.version} cannot be explained: {self.explain_unavailable}"
             )

@@ -8,7 +8,7 @@ been queued (`pending`, the batcher's queue), for `quiet_s`: longer than callers
 in a loop take to send their next review and than the batcher waits to fill a
 batch, so a Predict load that keeps the model busy is never interrupted, and
 the most a batch can wait is one explanation that began in an idle moment
-(about 0.1 s for a 230-word review on 2 CPU cores). Under such a load Explain
+(0.1-0.2 s for a 230-word review on 2 CPU cores). Under such a load Explain
 calls wait, up to their deadline.
 """
 
@@ -22,8 +22,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Closed-loop callers are back with their next review within a few milliseconds.
-DEFAULT_QUIET_S = 0.05
+# Closed-loop callers are back with their next review within a few milliseconds, but on a
+# busy shared machine a caller can go unscheduled for tens of milliseconds: with 50 ms,
+# explanations still slipped in under 8 looping Predict callers (one round's p99 2.8x).
+DEFAULT_QUIET_S = 0.2
 # How often a waiting explanation looks at the batcher's queue (it sends no signal).
 _PENDING_POLL_S = 0.005
 

@@ -238,12 +238,43 @@ def test_the_relaxation_reaches_the_reader_presets_hashed_bigram_bag():
     assert np.abs(summed - silent).max() > 0.05
 
 
+def _reader_shaped_version(version_dir):
+    """An untrained tiny model with model 3's negation standardiser and a bag, saved as a
+    servable version (random bag weights, so the bag matters)."""
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    from tests.conftest import _made_up_reviews
+    from training.model import build_model, build_vectorizer, get_preset
+
+    keras.utils.set_random_seed(5)
+    preset = get_preset("tiny", standardizer="negation", bag_buckets=64)
+    vectorizer = build_vectorizer(preset)
+    vectorizer.adapt(tf.constant(_made_up_reviews(100)[0] + ["it does not work isn't"]))
+    model = build_model(preset, vectorizer)
+    bag = model.get_layer("classifier").get_layer("bag_logit")
+    rng = np.random.default_rng(0)
+    bag.word_weights.assign(rng.normal(0, 1, bag.word_weights.shape).astype("float32"))
+    bag.pair_weights.assign(rng.normal(0, 1, bag.pair_weights.shape).astype("float32"))
+    version_dir.mkdir(parents=True)
+    model.save(version_dir / "model.keras")
+    metadata = {
+        "name": "imdb-lstm",
+        "version": 1,
+        "preset": "tiny",
+        "maxlen": preset.maxlen,
+        "vocabulary_size": int(vectorizer.vocabulary_size()),
+    }
+    (version_dir / "metadata.json").write_text(json.dumps(metadata))
+
+
 def test_a_served_model_with_the_negation_standardiser_and_a_bag_explains(tmp_path):
     """Model 3's shape: "n't" becomes "not" (its span is the "n't"), a bag beside the LSTM."""
     from server.model import ServingModel
-    from tests.conftest import build_tiny_model_version
 
-    build_tiny_model_version(tmp_path / "1", standardizer="negation", bag_buckets=64)
+    _reader_shaped_version(tmp_path / "1")
     model = ServingModel.load_latest(tmp_path, device="cpu")
     model.warm_up()
     assert model.standardizer == "negation" and model.explain_unavailable is None
