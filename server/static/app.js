@@ -18,12 +18,16 @@ const STRONGEST_COUNT = 3;
 // Shading: a word's colour is as deep as its attribution's share of the largest one.
 const TOWARD_POSITIVE = [30, 123, 70];
 const TOWARD_NEGATIVE = [179, 38, 30];
+// Each explanation asked for gets a ticket; an answer whose ticket is no longer the latest (a
+// newer review was analyzed, an error shown or the page cleared meanwhile) is not shown.
+let explainTicket = 0;
 const WHY_UNSEEN = {
   beyond_maxlen: "before the last words the model reads: it never saw this one",
   removed: "removed with markup and punctuation before the model: it never saw this",
 };
 
 function showError(message) {
+  explainTicket += 1;
   $("result").hidden = true;
   $("explanation").hidden = true;
   $("error").textContent = message;
@@ -121,19 +125,23 @@ function showExplanationNote(message) {
 }
 
 async function explain(text) {
+  const ticket = ++explainTicket;
   try {
     const response = await fetch("/explain", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ review: text }),
     });
+    if (ticket !== explainTicket) return;
     if (response.ok) {
       showExplanation(text, await response.json());
     } else {
       showExplanationNote(`No explanation this time. ${await errorMessage(response)}`);
     }
   } catch (error) {
-    showExplanationNote(`No explanation this time (${error.message}).`);
+    if (ticket === explainTicket) {
+      showExplanationNote(`No explanation this time (${error.message}).`);
+    }
   }
 }
 
@@ -146,6 +154,7 @@ async function analyze() {
   }
   const button = $("analyze");
   button.disabled = true;
+  let explained = null; // the review to explain once its result is shown
   $("result").setAttribute("aria-busy", "true");
   try {
     const response = await fetch("/predict", {
@@ -156,7 +165,7 @@ async function analyze() {
     if (response.ok) {
       showResult(await response.json());
       $("explanation").hidden = true;
-      await explain(text);
+      explained = text;
     } else {
       showError(await errorMessage(response));
     }
@@ -166,6 +175,8 @@ async function analyze() {
     button.disabled = false;
     $("result").removeAttribute("aria-busy");
   }
+  // After the button is back: the explanation takes longer than the score.
+  if (explained !== null) await explain(explained);
 }
 
 function tryExample(kind) {
@@ -174,6 +185,7 @@ function tryExample(kind) {
 }
 
 function clearAll() {
+  explainTicket += 1; // an explanation still on its way is not shown
   $("review").value = "";
   $("result").hidden = true;
   $("explanation").hidden = true;
