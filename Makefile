@@ -21,7 +21,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick clean
+.PHONY: install serve test lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick explain-eval explain-bench clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
@@ -120,6 +120,14 @@ soak: $(STAMP)
 
 soak-quick: $(STAMP)
 	$(BIN)/python -m bench.soak --quick
+
+# Explain's faithfulness (comprehensiveness, completeness) on 500 test reviews: about 5 minutes.
+explain-eval: $(STAMP)
+	$(BIN)/python -m bench.explain_faithfulness --data $(DATA) --reviews 500
+
+# Explain's latency in process and through a server, and Predict's p99 under an Explain flood.
+explain-bench: $(STAMP)
+	$(BIN)/python -m bench.explain_speed --data $(DATA)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -186,6 +186,10 @@ class MicroBatcher:
         (future,) = self.submit([review], deadline_s)
         return await future
 
+    def has_waiting(self) -> bool:
+        """Whether reviews are queued; safe from any thread (len of a deque is atomic)."""
+        return len(self._queue) > 0
+
     def stats(self) -> BatcherStats:
         """A snapshot of the counters."""
         # Only reviews whose callers are still waiting: cancelled ones are dropped lazily.

@@ -47,6 +47,9 @@ class ServerConfig:
     max_batch_size: int = 128
     max_delay_ms: float = 5.0
     queue_capacity: int = 1024
+    # Explain runs one review at a time on its own thread (server/explain.py); this many may
+    # wait or run at once, so a flood of them is refused instead of queuing without end.
+    explain_queue_capacity: int = 4
     max_reviews_per_request: int = 256
     max_review_bytes: int = 64 * 1024
     default_timeout_ms: float = 30_000.0
@@ -173,6 +176,12 @@ SETTINGS = (
         "how long reviews that queued behind a busy model wait for a fuller batch",
     ),
     Setting("queue_capacity", _integer, _between(1, 1_000_000), "most reviews waiting at once"),
+    Setting(
+        "explain_queue_capacity",
+        _integer,
+        _between(1, 10_000),
+        "most Explain calls waiting or running at once (one runs at a time, beside Predict)",
+    ),
     Setting(
         "max_reviews_per_request", _integer, _between(1, 100_000), "most reviews in one Predict"
     ),

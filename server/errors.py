@@ -6,6 +6,13 @@ knowing anything of gRPC.
 
 from __future__ import annotations
 
+# Standardisation keeps only ASCII word characters (RE2's \w), so text in other scripts,
+# emoji or punctuation alone leaves nothing, and an all-padding row must not reach the LSTM.
+NO_WORDS = (
+    "has no words after removing markup and punctuation (only the letters a-z and digits "
+    "count), so there is nothing to score"
+)
+
 
 class ServiceError(Exception):
     """Base of every error a caller of the service can see."""
@@ -45,6 +52,10 @@ class DeadlineExceededError(ServiceError):
 
 class ShuttingDownError(ServiceError):
     """The server is draining and takes no new work."""
+
+
+class ExplainUnavailableError(ServiceError):
+    """The model version serving cannot be explained (see the server log for why)."""
 
 
 class InferenceError(ServiceError):

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from server.errors import (
     DeadlineExceededError,
+    ExplainUnavailableError,
     InferenceError,
     InvalidRequestError,
     InvalidReviewError,
@@ -28,6 +29,7 @@ from server.errors import (
     ShuttingDownError,
     StartupError,
 )
+from server.explain import Explanation
 from server.servicer import ModelDescription, SentimentServicer
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,8 @@ def http_error_of(error: BaseException) -> HttpError:
         return HttpError(503, "unavailable", str(error))
     if isinstance(error, InferenceError):
         return HttpError(500, "internal", str(error))
+    if isinstance(error, ExplainUnavailableError):
+        return HttpError(501, "explain_unavailable", str(error))
     if isinstance(error, web.HTTPException) and error.status in _AIOHTTP_CODES:
         return HttpError(error.status, _AIOHTTP_CODES[error.status], _aiohttp_message(error))
     logger.error("unexpected error reached the HTTP edge", exc_info=error)
@@ -123,6 +127,7 @@ class HttpApi:
             client_max_size=self.max_body_bytes, middlewares=[self._track_and_map_errors]
         )
         app.router.add_post("/predict", self.predict)
+        app.router.add_post("/explain", self.explain)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/openapi.json", self.openapi)
@@ -206,6 +211,17 @@ class HttpApi:
         version = max(getattr(s, "model_version", self._model.version) for s in scores)
         return web.json_response({"results": results, "model_version": version})
 
+    async def explain(self, request: web.Request) -> web.Response:
+        """{"review": text} -> the score, label and each word's span and attribution."""
+        if self._draining:
+            raise ShuttingDownError("the server is shutting down and takes no new reviews")
+        body = await self._json_body(request)
+        if isinstance(body, dict) and "reviews" in body:
+            raise InvalidRequestError('/explain takes one review: send {"review": "text"}')
+        (review,), _ = reviews_in(body)
+        explanation = await self._servicer.explain_review(review, self._timeout_s)
+        return web.json_response(explanation_json(explanation))
+
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: the process answers (also while draining)."""
         return web.json_response({"status": "ok"})
@@ -257,6 +273,32 @@ class HttpApi:
             "sentiment": "Positive" if score >= threshold else "Negative",
             "score": float(score),
         }
+
+
+def explanation_json(explanation: Explanation) -> dict[str, Any]:
+    """An Explanation in /predict's JSON conventions ("sentiment", "score"), words in order."""
+    return {
+        "sentiment": "Positive" if explanation.is_positive else "Negative",
+        "score": explanation.score,
+        "model_version": explanation.model_version,
+        "words": [
+            {
+                "start": w.start,
+                "end": w.end,
+                "token": w.token,
+                "status": w.status,
+                "attribution": w.attribution,
+            }
+            for w in explanation.words
+        ],
+        "method": {
+            "name": explanation.method,
+            "baseline": explanation.baseline,
+            "baseline_score": explanation.baseline_score,
+            "steps": explanation.steps,
+            "convergence_delta": explanation.convergence_delta,
+        },
+    }
 
 
 def reviews_in(body: Any) -> tuple[list[str], bool]:

@@ -24,10 +24,12 @@ from server import security
 from server.batcher import BatcherStats, MicroBatcher
 from server.config import ServerConfig, describe, load_config
 from server.errors import StartupError
+from server.explain import Explainer
 from server.http_api import HttpApi
 from server.interceptor import CallObserver
 from server.logs import configured_logging
 from server.metrics import MetricsServer, ServerMetrics, start_metrics_server
+from server.model_gate import ModelGate
 from server.servicer import RequestLimits, SentimentServicer
 from server.versions import ModelManager, load_and_warm
 
@@ -52,6 +54,7 @@ class SentimentServer:
     metrics: MetricsServer | None = None
     poller: asyncio.Task | None = None
     http_api: HttpApi | None = None  # with --http-port
+    explainer: Explainer | None = None
 
     async def start(self) -> None:
         await self.grpc_server.start()
@@ -98,6 +101,8 @@ class SentimentServer:
             listeners.append(self.http_api.stop(grace_s))
         await asyncio.gather(*listeners)
         await self.batcher.close(drain_timeout_s=0)
+        if self.explainer is not None:
+            await self.explainer.close()
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
@@ -129,14 +134,24 @@ async def create_server(
         models = load_models(config)
     else:
         models = ModelManager(model)
+    # Predict's batches and Explain take turns on the model: batches first, Explain when idle.
+    gate = ModelGate()
     batcher = MicroBatcher(
-        models.predict,
+        gate.first(models.predict),
         max_batch_size=config.max_batch_size,
         max_delay_ms=config.max_delay_ms,
         queue_capacity=config.queue_capacity,
         on_batch=metrics.observe_batch,
     )
-    metrics.watch(batcher.stats, models)
+    gate.pending = batcher.has_waiting
+    # Explain has its own worker thread and queue: never a place in Predict's queue.
+    explainer = Explainer(
+        models,
+        queue_capacity=config.explain_queue_capacity,
+        gate=gate,
+        on_explained=metrics.observe_explanation,
+    )
+    metrics.watch(batcher.stats, models, explainer.stats)
     limits = RequestLimits(
         max_reviews_per_request=config.max_reviews_per_request,
         max_review_bytes=config.max_review_bytes,
@@ -151,7 +166,7 @@ async def create_server(
             *connection_age_options(config),
         ],
     )
-    servicer = SentimentServicer(models, batcher, limits)
+    servicer = SentimentServicer(models, batcher, limits, explainer)
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(servicer, grpc_server)
     health_servicer = health.aio.HealthServicer()
     for service in ("", SERVICE_NAME):
@@ -175,6 +190,7 @@ async def create_server(
         ) from exc
     logger.info("%s", security.describe(config))
     server = SentimentServer(grpc_server, batcher, health_servicer, models, config, metrics)
+    server.explainer = explainer
     if config.http_port:  # the same servicer, so the same checks, limits and batcher
         server.http_api = HttpApi(
             servicer,

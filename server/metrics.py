@@ -21,12 +21,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from server.batcher import BatcherStats, BatchRecord
+from server.explain import ExplainerStats
 
 # Seconds: a micro-batched call takes milliseconds, a queued one up to its deadline.
 CALL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Queue waits are bounded by --max-delay-ms (5 ms) when the model keeps up.
 QUEUE_WAIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# One explanation: about 0.1 s for a 230-word review on 2 CPU cores, more for longer ones.
+EXPLAIN_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
 _CALL_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
 
@@ -95,6 +98,17 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.explain_seconds = Histogram(
+            "sentiment_explain_seconds",
+            "Time each explanation spent in the model (queue time not included).",
+            buckets=EXPLAIN_BUCKETS_S,
+            registry=r,
+        )
+
+    def observe_explanation(self, seconds: float) -> None:
+        """The Explainer's on_explained hook (called on its worker thread; histograms lock)."""
+        self.explain_seconds.observe(seconds)
+
     def observe_batch(self, record: BatchRecord) -> None:
         """The batcher's on_batch hook."""
         self.batch_size.observe(record.size)
@@ -110,10 +124,17 @@ class ServerMetrics:
         self.calls_handled.labels(call_type, service, name, code).inc()
         self.call_seconds.labels(call_type, service, name).observe(duration_s)
 
-    def watch(self, stats: Callable[[], BatcherStats], models: ModelSource) -> None:
-        """Reads the batcher's counters and the serving version at each scrape."""
+    def watch(
+        self,
+        stats: Callable[[], BatcherStats],
+        models: ModelSource,
+        explain_stats: Callable[[], ExplainerStats] | None = None,
+    ) -> None:
+        """Reads the batcher's and explainer's counters and the serving version at each scrape."""
         self.registry.register(BatcherCollector(stats))
         self.registry.register(ModelCollector(models))
+        if explain_stats is not None:
+            self.registry.register(ExplainerCollector(explain_stats))
 
 
 def _service_and_method(method: str) -> tuple[str, str]:
@@ -149,6 +170,31 @@ class BatcherCollector:
         )
         yield GaugeMetricFamily(
             "sentiment_mean_batch_size", "Reviews per batch since start.", value=s.mean_batch_size
+        )
+
+
+class ExplainerCollector:
+    """The Explain queue's counters, one snapshot per scrape."""
+
+    def __init__(self, stats: Callable[[], ExplainerStats]):
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats()
+        yield CounterMetricFamily("sentiment_explanations", "Reviews explained.", value=s.explained)
+        dropped = CounterMetricFamily(
+            "sentiment_explanations_dropped",
+            "Explain calls that never reached the model.",
+            labels=["reason"],
+        )
+        dropped.add_metric(["cancelled"], s.dropped_cancelled)
+        dropped.add_metric(["deadline"], s.dropped_expired)
+        dropped.add_metric(["queue_full"], s.rejected_full)
+        yield dropped
+        yield GaugeMetricFamily(
+            "sentiment_explain_queue_depth",
+            "Explain calls waiting or running now.",
+            value=s.admitted,
         )
 
 

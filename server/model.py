@@ -22,9 +22,18 @@ import numpy as np
 import tensorflow as tf
 
 import training.layers  # noqa: F401  registers the custom objects safe mode rebuilds by name
-from server.errors import InferenceError, InvalidReviewError, ModelLoadError, StartupError
+from server.errors import (
+    NO_WORDS,
+    ExplainUnavailableError,
+    InferenceError,
+    InvalidReviewError,
+    ModelLoadError,
+    StartupError,
+)
+from server.integrated_gradients import PresenceGradients, gauss_legendre
 from server.length_groups import DEFAULT_COST, GroupingCost, fit_cost, group_by_length
 from server.versions import ModelVersion, complete_versions
+from server.word_spans import NEGATION, PLAIN
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +44,12 @@ REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_siz
 _CALIBRATION_ROWS = 128  # as many as a default batch: the regime where grouping pays
 _CALIBRATION_STEPS = 200
 _CALIBRATION_REPEATS = 3
-# Standardisation keeps only ASCII word characters (RE2's \w), so text in other scripts,
-# emoji or punctuation alone leaves nothing, and an all-padding row must not reach the LSTM.
-NO_WORDS = (
-    "has no words after removing markup and punctuation (only the letters a-z and digits "
-    "count), so there is nothing to score"
-)
+# The registered standardisers (training/layers.py) that server/word_spans.py mirrors.
+STANDARDIZERS = {
+    f"{training.layers.PACKAGE}>standardize_review": PLAIN,
+    f"{training.layers.PACKAGE}>standardize_review_negation": NEGATION,
+}
+OOV_ID = 1
 
 
 def find_latest_version(model_dir: Path) -> ModelVersion:
@@ -136,8 +145,27 @@ class ServingModel:
             with tf.device(device):
                 return classifier(ids, training=False)
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def token_ids(reviews):
+            # Every token, before keep_last_tokens: Explain marks those the model never sees.
+            with tf.device("/CPU:0"):
+                return vectorize(reviews)
+
         self._tokenize = tokenize
         self._score = score
+        self._token_ids = token_ids
+        # Explaining (server/explain.py) needs the Python mirror of the standardiser and
+        # a classifier graph it can relax; warm_up() finds out whether it has both.
+        self.standardizer = STANDARDIZERS.get(_registered_name(vectorize.get_config()))
+        self.explain_unavailable: str | None = None
+        if self.standardizer is None:
+            self.explain_unavailable = "its text standardiser has no Python mirror for word spans"
+        self._vocabulary = {str(t): i for i, t in enumerate(vectorize.get_vocabulary())}
+        self._presence_gradients: PresenceGradients | None = None
+        try:
+            self._presence_gradients = PresenceGradients(classifier, device)
+        except ModelLoadError as exc:  # Predict does not need it
+            self.explain_unavailable = str(exc)
 
     @classmethod
     def load_latest(cls, model_dir: Path, device: str = "auto") -> ServingModel:
@@ -184,6 +212,30 @@ class ServingModel:
         """P(positive) [batch] for token ids [batch, time] with no all-padding row."""
         return self._score(tf.constant(ids, dtype=tf.int64)).numpy()[:, 0]
 
+    def token_ids(self, review: str) -> list[int]:
+        """Every token id of one review, in order, before keep_last_tokens keeps the last maxlen."""
+        ids = self._token_ids(tf.constant([review], dtype=tf.string)).numpy()[0]
+        return ids[ids != 0].tolist()
+
+    def vocabulary_ids(self, tokens: list[str]) -> list[int]:
+        """The ids the vectoriser gives these standardised tokens (1 for out of vocabulary)."""
+        return [self._vocabulary.get(token, OOV_ID) for token in tokens]
+
+    def integrated_gradients(self, ids: list[int], steps: int) -> tuple[list[float], float, float]:
+        """(attribution per token, score, baseline score) for the ids of one review the
+        classifier sees (at most maxlen, none 0), by `steps` Gauss-Legendre nodes."""
+        if self.explain_unavailable is not None or self._presence_gradients is None:
+            raise ExplainUnavailableError(
+                f"model version {self.version} cannot be explained: {self.explain_unavailable}"
+            )
+        nodes, weights = gauss_legendre(steps)
+        # Two more rows, weighted 0: the baseline (presence 0) and the review (presence 1).
+        presences = np.concatenate([[0.0, 1.0], nodes])
+        summed, scores = self._presence_gradients(
+            np.asarray(ids, dtype=np.int64), presences, np.concatenate([[0.0, 0.0], weights])
+        )
+        return summed.tolist(), float(scores[1]), float(scores[0])
+
     def warm_up(self) -> float:
         """Traces both functions and touches the device once; returns the seconds it took."""
         started_s = time.monotonic()
@@ -194,7 +246,19 @@ class ServingModel:
         ):
             raise ModelLoadError(f"warm-up of {self.path} gave unexpected results: {results!r}")
         self.grouping_cost = self.calibrate_grouping()
+        self._warm_up_explain()
         return time.monotonic() - started_s
+
+    def _warm_up_explain(self) -> None:
+        """Traces the attribution function, or records why this version cannot explain."""
+        if self.explain_unavailable is not None:
+            logger.warning("Explain is off for %s: %s", self.describe(), self.explain_unavailable)
+            return
+        try:
+            self.integrated_gradients(self.token_ids("a fine film"), 2)
+        except Exception as exc:  # a layer the relaxation cannot handle; Predict is unaffected
+            self.explain_unavailable = f"its classifier cannot be relaxed ({exc})"
+            logger.warning("Explain is off for %s: %s", self.describe(), self.explain_unavailable)
 
     def calibrate_grouping(self) -> GroupingCost:
         """Times the classifier on three shapes to fit how this model, on this device, trades
@@ -222,6 +286,16 @@ class ServingModel:
 
     def describe(self) -> str:
         return f"{self.name} version {self.version} (preset {self.preset or '?'})"
+
+
+def _registered_name(vectorize_config: dict) -> str:
+    """The registered name of a TextVectorization config's standardiser ("" if none)."""
+    standardize = vectorize_config.get("standardize")
+    if callable(standardize):
+        return keras.saving.get_registered_name(standardize)
+    if isinstance(standardize, dict):  # a serialised reference
+        return str(standardize.get("registered_name") or standardize.get("config") or "")
+    return str(standardize or "")
 
 
 def load_keras_model(path: Path, device: str) -> keras.Model:

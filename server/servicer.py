@@ -19,12 +19,21 @@ from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.batcher import MicroBatcher
 from server.errors import (
     DeadlineExceededError,
+    ExplainUnavailableError,
     InferenceError,
     InvalidRequestError,
     InvalidReviewError,
     QueueFullError,
     ServiceError,
     ShuttingDownError,
+)
+from server.explain import (
+    BEYOND_MAXLEN,
+    OUT_OF_VOCABULARY,
+    REMOVED,
+    SCORED,
+    Explainer,
+    Explanation,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,17 +78,26 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[s
         return grpc.StatusCode.UNAVAILABLE, str(error), ()
     if isinstance(error, InferenceError):
         return grpc.StatusCode.INTERNAL, str(error), ()
+    if isinstance(error, ExplainUnavailableError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
     logger.error("unexpected error reached the gRPC edge", exc_info=error)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", ()
 
 
 class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
-    """Predict, StreamPredict and GetModelInfo over one shared MicroBatcher."""
+    """Predict, StreamPredict and GetModelInfo over one shared MicroBatcher; Explain beside it."""
 
-    def __init__(self, model: ModelDescription, batcher: MicroBatcher, limits: RequestLimits):
+    def __init__(
+        self,
+        model: ModelDescription,
+        batcher: MicroBatcher,
+        limits: RequestLimits,
+        explainer: Explainer | None = None,
+    ):
         self._model = model
         self._batcher = batcher
         self._limits = limits
+        self._explainer = explainer
 
     async def Predict(
         self, request: sentiment_pb2.PredictRequest, context: grpc.aio.ServicerContext
@@ -131,6 +149,16 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             preset=model.preset,
         )
 
+    async def Explain(
+        self, request: sentiment_pb2.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> sentiment_pb2.ExplainResponse:
+        try:
+            explanation = await self.explain_review(request.review, self._timeout_s(context))
+        except Exception as error:  # a ServiceError, or a bug that status_of logs
+            code, message, trailers = status_of(error)
+            await context.abort(code, message, trailing_metadata=trailers)  # raises
+        return explanation_proto(explanation)
+
     # -- Predict -------------------------------------------------------------------
 
     async def score_reviews(self, reviews: list[str], timeout_s: float) -> list[float]:
@@ -159,6 +187,23 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             if isinstance(outcome, BaseException):
                 raise outcome
         return outcomes
+
+    # -- Explain -------------------------------------------------------------------
+
+    async def explain_review(self, review: str, timeout_s: float) -> Explanation:
+        """Checks one review as Predict does (same messages, as review 0) and explains it.
+
+        Raises a ServiceError. Public for the HTTP edge, like score_reviews.
+        """
+        if self._explainer is None:
+            raise ExplainUnavailableError("this server was started without Explain")
+        problem = self._problem_with(review)
+        if problem is not None:
+            raise InvalidRequestError(problem.for_review("0"))
+        try:
+            return await self._explainer.explain(review, time.monotonic() + timeout_s)
+        except InvalidReviewError as error:
+            raise InvalidRequestError(error.for_review("0")) from None
 
     # -- StreamPredict -------------------------------------------------------------
 
@@ -233,6 +278,43 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
             score=score,
             model_version=version,
         )
+
+
+_WORD_STATUS = {
+    SCORED: sentiment_pb2.WORD_STATUS_SCORED,
+    OUT_OF_VOCABULARY: sentiment_pb2.WORD_STATUS_OUT_OF_VOCABULARY,
+    BEYOND_MAXLEN: sentiment_pb2.WORD_STATUS_BEYOND_MAXLEN,
+    REMOVED: sentiment_pb2.WORD_STATUS_REMOVED,
+}
+
+
+def explanation_proto(explanation: Explanation) -> sentiment_pb2.ExplainResponse:
+    """An Explanation as the Explain RPC answers it."""
+    positive = explanation.is_positive
+    return sentiment_pb2.ExplainResponse(
+        prediction=sentiment_pb2.Prediction(
+            label=sentiment_pb2.POSITIVE if positive else sentiment_pb2.NEGATIVE,
+            score=explanation.score,
+            model_version=explanation.model_version,
+        ),
+        words=[
+            sentiment_pb2.Word(
+                start=w.start,
+                end=w.end,
+                token=w.token or "",
+                status=_WORD_STATUS[w.status],
+                attribution=w.attribution,  # None leaves the optional field unset
+            )
+            for w in explanation.words
+        ],
+        method=sentiment_pb2.AttributionMethod(
+            name=explanation.method,
+            baseline=explanation.baseline,
+            baseline_score=explanation.baseline_score,
+            steps=explanation.steps,
+            convergence_delta=explanation.convergence_delta,
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ def _made_up_reviews(count: int) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-def build_tiny_model_version(version_dir: Path, version: int = 1, seed: int = 0) -> Path:
+def build_tiny_model_version(
+    version_dir: Path, version: int = 1, seed: int = 0, **preset_overrides
+) -> Path:
     """Trains the "tiny" preset for one epoch and writes `model.keras` then `metadata.json`.
 
     Another `seed` gives other initial weights, so a differently scoring model.
@@ -45,7 +47,7 @@ def build_tiny_model_version(version_dir: Path, version: int = 1, seed: int = 0)
     from training.model import build_model, build_vectorizer, get_preset
 
     keras.utils.set_random_seed(seed)
-    preset = get_preset("tiny")
+    preset = get_preset("tiny", **preset_overrides)
     texts, labels = _made_up_reviews(TRAINING_REVIEW_COUNT)
     vectorizer = build_vectorizer(preset)
     vectorizer.adapt(tf.constant(texts))

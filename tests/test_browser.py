@@ -158,3 +158,62 @@ def test_the_page_fits_a_phone_width_screen(page, base_url):
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "browser-phone.png", full_page=True)
+
+
+def explain_answer(base_url: str, review: str) -> dict:
+    """What POST /explain says of `review`: the shading the page must show."""
+    request = urllib.request.Request(
+        f"{base_url}/explain",
+        data=json.dumps({"review": review}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_the_page_shades_each_word_by_its_attribution(page, base_url):
+    review = "Loved it!<br /><br />Brilliant, moving… but the plot? Awful — zzqx 😀 (really)."
+    page.goto(f"{base_url}/")
+    page.get_by_label("Movie review").fill(review)
+    page.get_by_role("button", name="Analyze").click()
+    explanation = page.locator("#explanation")
+    expect(explanation).to_be_visible()
+    expect(explanation.get_by_role("heading")).to_have_text("Why this score")
+    text = page.locator("#explanation-text")
+    # The review is shown as typed: markup, punctuation and emoji included, in order.
+    expect(text).to_have_text(review)
+    answer = explain_answer(base_url, review)
+    words = text.locator(".word")
+    expect(words).to_have_count(len(answer["words"]))
+    shown = words.evaluate_all(
+        "spans => spans.map(s => [s.textContent, s.dataset.status, s.className,"
+        " s.style.backgroundColor])"
+    )
+    for (word_text, status, classes, colour), word in zip(shown, answer["words"], strict=True):
+        assert word_text == "".join(list(review)[word["start"] : word["end"]])
+        assert status == word["status"]
+        if word["attribution"] is None:
+            assert "unseen" in classes and colour == ""
+        else:
+            side = "toward-positive" if word["attribution"] >= 0 else "toward-negative"
+            assert side in classes and colour.startswith("rgba(")
+    assert [s for _, s, _, _ in shown].count("removed") == 2  # "—" and "😀"
+    assert "out_of_vocabulary" in [s for _, s, _, _ in shown]  # "zzqx"
+    strongest = text.locator(".word.strongest")
+    expect(strongest).to_have_count(3)
+    expect(page.locator(".legend")).to_contain_text("pushed towards Positive")
+    expect(page.locator(".legend")).to_contain_text("never reached the model")
+    expect(page.locator("#explanation-method")).to_contain_text("Integrated gradients")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "browser-explain.png", full_page=True)
+
+    # A refused review hides the explanation with the result; Clear hides it too.
+    page.get_by_label("Movie review").fill("!!!")
+    page.get_by_role("button", name="Analyze").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    expect(explanation).to_be_hidden()
+    page.get_by_label("Movie review").fill("A fine film")
+    page.get_by_role("button", name="Analyze").click()
+    expect(explanation).to_be_visible()
+    page.get_by_role("button", name="Clear").click()
+    expect(explanation).to_be_hidden()

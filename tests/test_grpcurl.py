@@ -67,3 +67,15 @@ def test_without_reflection_grpcurl_needs_the_proto_files(start_server, args):
         result = grpcurl(running.target, *args)
     assert result.returncode != 0
     assert "does not support the reflection API" in result.stderr
+
+
+def test_explain_with_a_json_body(grpc_server):
+    body = json.dumps({"review": "A wonderful film!!! 日本語"})
+    result = grpcurl("-d", body, grpc_server, "sentiment.v1.SentimentService/Explain")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["prediction"]["label"] in ("POSITIVE", "NEGATIVE")
+    statuses = [word.get("status") for word in answer["words"]]
+    assert statuses == ["WORD_STATUS_SCORED"] * 3 + ["WORD_STATUS_REMOVED"]
+    assert "attribution" not in answer["words"][-1]  # unset, not 0: the model never saw it
+    assert answer["method"]["name"] == "integrated_gradients"

@@ -36,14 +36,14 @@ CHECKS = [
     response_schema_conformance,
     negative_data_rejection,
 ]
-# Only /predict takes input, so only it has invalid requests to generate.
+# Only /predict and /explain take input, so only they have invalid requests to generate.
 OPERATIONS = [
     pytest.param(method.upper(), path, mode, id=f"{method.upper()} {path} {mode.value}")
     for path, item in json.loads(OPENAPI_PATH.read_text())["paths"].items()
     for method in item
     for mode in (
         [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
-        if path == "/predict"
+        if path in ("/predict", "/explain")
         else [GenerationMode.POSITIVE]
     )
 ]
@@ -66,7 +66,7 @@ def test_no_request_gets_a_server_error_and_every_answer_matches_the_contract(
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=60 if path == "/predict" else 3,
+        max_examples={"/predict": 60, "/explain": 30}.get(path, 3),
         deadline=None,  # each example is a real HTTP call to a real model
         derandomize=True,  # the same examples on every run, so a CI failure reproduces
         database=None,
@@ -79,5 +79,5 @@ def test_no_request_gets_a_server_error_and_every_answer_matches_the_contract(
 
     every_generated_request()
     assert answered, "schemathesis generated no request"
-    if mode is GenerationMode.POSITIVE and path == "/predict":
+    if mode is GenerationMode.POSITIVE and path in ("/predict", "/explain"):
         assert 200 in answered, "no generated review was ever scored"

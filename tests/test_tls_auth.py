@@ -126,6 +126,7 @@ def test_the_right_token_opens_every_method(start_server, token_file):
             assert client.predict(["great", "awful"])[1].model_version == 1
             assert [r.id for r in client.stream([("a", "fine"), ("b", "dull")])] == ["a", "b"]
             assert client.model_info().name == "imdb-lstm"
+            assert client.explain("a fine film").prediction.model_version == 1
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,8 @@ _EXPORTS = {
     "Prediction": "imdb_sentiment_client.types",
     "StreamResult": "imdb_sentiment_client.types",
     "ModelInfo": "imdb_sentiment_client.types",
+    "Explanation": "imdb_sentiment_client.types",
+    "Word": "imdb_sentiment_client.types",
     "SentimentError": "imdb_sentiment_client.errors",
     "InvalidReviewError": "imdb_sentiment_client.errors",
     "OverloadedError": "imdb_sentiment_client.errors",
@@ -34,6 +36,7 @@ __all__ = [
     "AuthenticationError",
     "ClientConfig",
     "DeadlineExceededError",
+    "Explanation",
     "InvalidReviewError",
     "ModelInfo",
     "OverloadedError",
@@ -45,6 +48,7 @@ __all__ = [
     "StreamResult",
     "TlsConfig",
     "UnavailableError",
+    "Word",
 ]
 
 if TYPE_CHECKING:
@@ -60,7 +64,7 @@ if TYPE_CHECKING:
         UnavailableError,
     )
     from imdb_sentiment_client.sync_client import SentimentClient
-    from imdb_sentiment_client.types import ModelInfo, Prediction, StreamResult
+    from imdb_sentiment_client.types import Explanation, ModelInfo, Prediction, StreamResult, Word
 
 
 def __getattr__(name: str) -> Any:

@@ -5,11 +5,13 @@
     sentiment-client predict --jsonl --file reviews.jsonl    # {"id": ..., "text": ...} per line
     sentiment-client stream reviews.txt                      # or `-` (the default) for stdin
     sentiment-client --format table info
+    sentiment-client --format table explain "Loved it, but the ending dragged."
     sentiment-client bench --mode stream --input reviews.txt --concurrency 16 --procs 2
     SENTIMENT_TARGET=sentiment:50051 sentiment-client info    # every connection flag has a twin
 
 Output is one JSON object per line ({"id"?, "label", "score"}, or {"id"?, "error"} for a
-review the server refused in a stream). Reading reviews from a file, it reports its progress
+review the server refused in a stream; explain adds "words", each with its text, span,
+status and attribution, and "method"). Reading reviews from a file, it reports its progress
 on stderr (reviews done, rate, time left) when stderr is a terminal and stdout is not.
 Exit status: 0 done; 1 the service failed, or some reviews of a stream did; 2 bad usage,
 settings or input; 130 interrupted.
@@ -200,6 +202,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     stream.set_defaults(run=_stream)
 
+    explain = commands.add_parser(
+        "explain", help="score reviews and say which words moved each score (Explain)"
+    )
+    _add_connection_options(explain, None)
+    explain.add_argument("texts", nargs="+", metavar="TEXT", help="reviews, one Explain each")
+    explain.set_defaults(run=_explain)
+
     info = commands.add_parser("info", help="describe the model being served")
     _add_connection_options(info, None)
     info.set_defaults(run=_info)
@@ -323,6 +332,14 @@ def _stream(args: argparse.Namespace, out: TextIO) -> int:
                 first_failure = first_failure or f"{where}: {result.error}"
     if failed:
         return _fail(EXIT_FAILED, f"{failed} of {count} reviews failed; first, {first_failure}")
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace, out: TextIO) -> int:
+    writer = ResultWriter(out, args.format)
+    with _client(args) as client:
+        for text in args.texts:
+            writer.explanation(text, client.explain(text))
     return EXIT_OK
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 from imdb_sentiment_client.errors import SentimentError
-from imdb_sentiment_client.types import ModelInfo, Prediction, StreamResult
+from imdb_sentiment_client.types import Explanation, ModelInfo, Prediction, StreamResult
 
 FORMATS = ("json", "table")
 # Scores are float32 on the wire; more digits than this would be noise.
@@ -51,6 +51,11 @@ def read_jsonl(lines: Iterable[str], name: str) -> Iterator[tuple[str | None, st
         yield (None if review_id is None else str(review_id)), record["text"]
 
 
+# The table of `explain --format table`: how many words it marks, and its longest bar.
+STRONGEST_WORDS = 3
+BAR_WIDTH = 12
+
+
 def error_record(error: SentimentError) -> dict:
     return {"code": error.code.name, "message": error.message}
 
@@ -90,6 +95,59 @@ class ResultWriter:
         width = max(len(key) for key, _ in rows)
         for key, value in rows:
             self._out.write(f"{key:<{width}}  {value}\n")
+
+    def explanation(self, review: str, explanation: Explanation) -> None:
+        """One explained review: a JSON object with every word, or a table marking the
+        strongest words (* and a bar of + or - as long as the attribution is strong)."""
+        prediction = explanation.prediction
+        if self._fmt == "json":
+            record = {
+                "label": prediction.label,
+                "score": round(prediction.score, SCORE_DIGITS),
+                "model_version": prediction.model_version,
+                "words": [
+                    {
+                        "text": review[w.start : w.end],
+                        "start": w.start,
+                        "end": w.end,
+                        "token": w.token,
+                        "status": w.status,
+                        "attribution": None
+                        if w.attribution is None
+                        else round(w.attribution, SCORE_DIGITS),
+                    }
+                    for w in explanation.words
+                ],
+                "method": {
+                    "name": explanation.method,
+                    "baseline_score": round(explanation.baseline_score, SCORE_DIGITS),
+                    "steps": explanation.steps,
+                    "convergence_delta": explanation.convergence_delta,
+                },
+            }
+            self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            return
+        strongest = {id(w) for w in explanation.strongest(STRONGEST_WORDS)}
+        largest = max((abs(w.attribution) for w in explanation.words if w.attribution), default=0)
+        self._out.write(
+            f"{prediction.label} {prediction.score:.4f} (model version {prediction.model_version}; "
+            f"{explanation.method.replace('_', ' ')}, {explanation.steps} steps, attributions "
+            f"sum to score - {explanation.baseline_score:.4f} within "
+            f"{abs(explanation.convergence_delta):.1e})\n"
+        )
+        width = min(24, max([len(review[w.start : w.end]) for w in explanation.words] + [4]))
+        self._out.write(f"{'#':>4}  {'WORD':<{width}}  {'ATTRIBUTION':>11}\n")
+        for number, w in enumerate(explanation.words, 1):
+            text = review[w.start : w.end].replace("\n", " ")[:width]
+            if w.attribution is None:
+                detail = f"{'-':>11}  {w.status.replace('_', ' ')}"
+            else:
+                share = abs(w.attribution) / largest if largest else 0.0
+                bar = ("+" if w.attribution >= 0 else "-") * max(1, round(BAR_WIDTH * share))
+                mark = "  * strongest" if id(w) in strongest else ""
+                unknown = "  (not in vocabulary)" if w.status == "out_of_vocabulary" else ""
+                detail = f"{w.attribution:>+11.4f}  {bar:<{BAR_WIDTH}}{mark}{unknown}"
+            self._out.write(f"{number:>4}  {text:<{width}}  {detail}\n")
 
     def _row(
         self, review_id: str | None, prediction: Prediction | None, error: SentimentError | None

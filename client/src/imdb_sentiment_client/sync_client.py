@@ -14,13 +14,16 @@ from imdb_sentiment_client.errors import DeadlineExceededError, ProtocolError, f
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from imdb_sentiment_client.stream_ledger import StreamLedger
 from imdb_sentiment_client.types import (
+    Explanation,
     ModelInfo,
     Prediction,
     Review,
     StreamResult,
+    explanation_from_proto,
     model_info_from_proto,
     predictions_from_proto,
     review_list,
+    single_review,
     split_review,
 )
 
@@ -82,6 +85,24 @@ class SentimentClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
         return predictions_from_proto(response, len(reviews))
+
+    def explain(self, text: str, *, timeout_s: float | None = None) -> Explanation:
+        """The review's prediction and each word's span and attribution (Explain).
+
+        A bad review raises InvalidReviewError with Predict's message; a full
+        Explain queue raises OverloadedError (retried within the deadline by the
+        retry policy, like Predict).
+        """
+        review = single_review(text)
+        try:
+            response = self._stub.Explain(
+                sentiment_pb2.ExplainRequest(review=review),
+                timeout=self.config.call_timeout_s(timeout_s),
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return explanation_from_proto(response, review)
 
     def model_info(self, *, timeout_s: float | None = None) -> ModelInfo:
         try:

@@ -1,4 +1,5 @@
-"""Plain values the client takes and returns (reviews, Prediction, StreamResult, ModelInfo)."""
+"""Plain values the client takes and returns (reviews, Prediction, StreamResult, ModelInfo,
+Explanation)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,53 @@ class ModelInfo:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+# Word statuses: only "scored" and "out_of_vocabulary" words have an attribution.
+WORD_STATUSES = {
+    sentiment_pb2.WORD_STATUS_SCORED: "scored",
+    sentiment_pb2.WORD_STATUS_OUT_OF_VOCABULARY: "out_of_vocabulary",
+    sentiment_pb2.WORD_STATUS_BEYOND_MAXLEN: "beyond_maxlen",
+    sentiment_pb2.WORD_STATUS_REMOVED: "removed",
+}
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of an explained review: `review[start:end]` (code points, as Python slices).
+
+    `attribution` is its signed share of score - baseline_score (above 0: towards
+    POSITIVE), None for a word the model never saw ("beyond_maxlen", "removed").
+    """
+
+    start: int
+    end: int
+    token: str | None
+    status: str
+    attribution: float | None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Explain's answer: the prediction, every word in order, and how it was computed.
+
+    Integrated gradients from `baseline_score`, with `steps` quadrature nodes;
+    `convergence_delta` (sum of attributions - (score - baseline_score)) is the
+    method's own error.
+    """
+
+    prediction: Prediction
+    words: tuple[Word, ...]
+    method: str
+    baseline: str
+    baseline_score: float
+    steps: int
+    convergence_delta: float
+
+    def strongest(self, count: int = 3) -> list[Word]:
+        """The `count` words with the largest attributions, either sign, strongest first."""
+        attributed = [w for w in self.words if w.attribution is not None]
+        return sorted(attributed, key=lambda w: abs(w.attribution), reverse=True)[:count]
+
+
 def review_list(texts: Iterable[str]) -> list[str]:
     """The reviews of a Predict call as a list; TypeError for a bare string or a non-string."""
     if isinstance(texts, (str, bytes)):
@@ -69,6 +117,13 @@ def review_list(texts: Iterable[str]) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"review {index} is a {type(text).__name__}, not a str")
     return reviews
+
+
+def single_review(text: str) -> str:
+    """The review of an Explain call; TypeError for anything but a str."""
+    if not isinstance(text, str):
+        raise TypeError(f"explain takes one review as a str, not a {type(text).__name__}")
+    return text
 
 
 def split_review(item: Review) -> tuple[str | None, str]:
@@ -107,6 +162,30 @@ def stream_result_from_proto(
     if kind == "error":
         return StreamResult(id, error=error_for_status(message.error.code, message.error.message))
     raise ProtocolError(f"stream response {message.id!r} has neither a prediction nor an error")
+
+
+def explanation_from_proto(message: sentiment_pb2.ExplainResponse, review: str) -> Explanation:
+    """The Explanation for `review`; ProtocolError if a span does not fit it."""
+    words = []
+    for word in message.words:
+        status = WORD_STATUSES.get(word.status)
+        if status is None or not 0 <= word.start <= word.end <= len(review):
+            raise ProtocolError(
+                f"word {word.token!r} has status {word.status} and span "
+                f"[{word.start}, {word.end}) in a review of {len(review)} characters"
+            )
+        attribution = float(word.attribution) if word.HasField("attribution") else None
+        words.append(Word(word.start, word.end, word.token or None, status, attribution))
+    method = message.method
+    return Explanation(
+        prediction=prediction_from_proto(message.prediction),
+        words=tuple(words),
+        method=method.name,
+        baseline=method.baseline,
+        baseline_score=float(method.baseline_score),
+        steps=int(method.steps),
+        convergence_delta=float(method.convergence_delta),
+    )
 
 
 def model_info_from_proto(message: sentiment_pb2.ModelInfo) -> ModelInfo:

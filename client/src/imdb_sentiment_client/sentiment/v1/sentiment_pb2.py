@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2imdb_sentiment_client/sentiment/v1/sentiment.proto\x12\x0csentiment.v1\"V\n\nPrediction\x12\"\n\x05label\x18\x01 \x01(\x0e\x32\x13.sentiment.v1.Label\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"!\n\x0ePredictRequest\x12\x0f\n\x07reviews\x18\x01 \x03(\t\"@\n\x0fPredictResponse\x12-\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x18.sentiment.v1.Prediction\"2\n\x14StreamPredictRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06review\x18\x02 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x83\x01\n\x15StreamPredictResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\nprediction\x18\x02 \x01(\x0b\x32\x18.sentiment.v1.PredictionH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.sentiment.v1.ErrorH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\xe6\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06maxlen\x18\x03 \x01(\x05\x12\x17\n\x0fvocabulary_size\x18\x04 \x01(\x05\x12\x1a\n\x12\x64\x65\x63ision_threshold\x18\x05 \x01(\x02\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.sentiment.v1.ModelInfo.MetricsEntry\x12\x0e\n\x06preset\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*:\n\x05Label\x12\x15\n\x11LABEL_UNSPECIFIED\x10\x00\x12\x0c\n\x08NEGATIVE\x10\x01\x12\x0c\n\x08POSITIVE\x10\x02\x32\x84\x02\n\x10SentimentService\x12\x46\n\x07Predict\x12\x1c.sentiment.v1.PredictRequest\x1a\x1d.sentiment.v1.PredictResponse\x12\\\n\rStreamPredict\x12\".sentiment.v1.StreamPredictRequest\x1a#.sentiment.v1.StreamPredictResponse(\x01\x30\x01\x12J\n\x0cGetModelInfo\x12!.sentiment.v1.GetModelInfoRequest\x1a\x17.sentiment.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2imdb_sentiment_client/sentiment/v1/sentiment.proto\x12\x0csentiment.v1\"V\n\nPrediction\x12\"\n\x05label\x18\x01 \x01(\x0e\x32\x13.sentiment.v1.Label\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"!\n\x0ePredictRequest\x12\x0f\n\x07reviews\x18\x01 \x03(\t\"@\n\x0fPredictResponse\x12-\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x18.sentiment.v1.Prediction\"2\n\x14StreamPredictRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06review\x18\x02 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x83\x01\n\x15StreamPredictResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\nprediction\x18\x02 \x01(\x0b\x32\x18.sentiment.v1.PredictionH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.sentiment.v1.ErrorH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\xe6\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06maxlen\x18\x03 \x01(\x05\x12\x17\n\x0fvocabulary_size\x18\x04 \x01(\x05\x12\x1a\n\x12\x64\x65\x63ision_threshold\x18\x05 \x01(\x02\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.sentiment.v1.ModelInfo.MetricsEntry\x12\x0e\n\x06preset\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\" \n\x0e\x45xplainRequest\x12\x0e\n\x06review\x18\x01 \x01(\t\"\x85\x01\n\x04Word\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\r\n\x05token\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.sentiment.v1.WordStatus\x12\x18\n\x0b\x61ttribution\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x0e\n\x0c_attribution\"u\n\x11\x41ttributionMethod\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x02 \x01(\t\x12\x16\n\x0e\x62\x61seline_score\x18\x03 \x01(\x02\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x19\n\x11\x63onvergence_delta\x18\x05 \x01(\x02\"\x93\x01\n\x0f\x45xplainResponse\x12,\n\nprediction\x18\x01 \x01(\x0b\x32\x18.sentiment.v1.Prediction\x12!\n\x05words\x18\x02 \x03(\x0b\x32\x12.sentiment.v1.Word\x12/\n\x06method\x18\x03 \x01(\x0b\x32\x1f.sentiment.v1.AttributionMethod*:\n\x05Label\x12\x15\n\x11LABEL_UNSPECIFIED\x10\x00\x12\x0c\n\x08NEGATIVE\x10\x01\x12\x0c\n\x08POSITIVE\x10\x02*\x9c\x01\n\nWordStatus\x12\x1b\n\x17WORD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12WORD_STATUS_SCORED\x10\x01\x12!\n\x1dWORD_STATUS_OUT_OF_VOCABULARY\x10\x02\x12\x1d\n\x19WORD_STATUS_BEYOND_MAXLEN\x10\x03\x12\x17\n\x13WORD_STATUS_REMOVED\x10\x04\x32\xcc\x02\n\x10SentimentService\x12\x46\n\x07Predict\x12\x1c.sentiment.v1.PredictRequest\x1a\x1d.sentiment.v1.PredictResponse\x12\\\n\rStreamPredict\x12\".sentiment.v1.StreamPredictRequest\x1a#.sentiment.v1.StreamPredictResponse(\x01\x30\x01\x12J\n\x0cGetModelInfo\x12!.sentiment.v1.GetModelInfoRequest\x1a\x17.sentiment.v1.ModelInfo\x12\x46\n\x07\x45xplain\x12\x1c.sentiment.v1.ExplainRequest\x1a\x1d.sentiment.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_LABEL']._serialized_start=739
-  _globals['_LABEL']._serialized_end=797
+  _globals['_LABEL']._serialized_start=1178
+  _globals['_LABEL']._serialized_end=1236
+  _globals['_WORDSTATUS']._serialized_start=1239
+  _globals['_WORDSTATUS']._serialized_end=1395
   _globals['_PREDICTION']._serialized_start=68
   _globals['_PREDICTION']._serialized_end=154
   _globals['_PREDICTREQUEST']._serialized_start=156
@@ -53,6 +55,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO']._serialized_end=737
   _globals['_MODELINFO_METRICSENTRY']._serialized_start=691
   _globals['_MODELINFO_METRICSENTRY']._serialized_end=737
-  _globals['_SENTIMENTSERVICE']._serialized_start=800
-  _globals['_SENTIMENTSERVICE']._serialized_end=1060
+  _globals['_EXPLAINREQUEST']._serialized_start=739
+  _globals['_EXPLAINREQUEST']._serialized_end=771
+  _globals['_WORD']._serialized_start=774
+  _globals['_WORD']._serialized_end=907
+  _globals['_ATTRIBUTIONMETHOD']._serialized_start=909
+  _globals['_ATTRIBUTIONMETHOD']._serialized_end=1026
+  _globals['_EXPLAINRESPONSE']._serialized_start=1029
+  _globals['_EXPLAINRESPONSE']._serialized_end=1176
+  _globals['_SENTIMENTSERVICE']._serialized_start=1398
+  _globals['_SENTIMENTSERVICE']._serialized_end=1730
 # @@protoc_insertion_point(module_scope)

@@ -12,9 +12,22 @@ class Label(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LABEL_UNSPECIFIED: _ClassVar[Label]
     NEGATIVE: _ClassVar[Label]
     POSITIVE: _ClassVar[Label]
+
+class WordStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORD_STATUS_UNSPECIFIED: _ClassVar[WordStatus]
+    WORD_STATUS_SCORED: _ClassVar[WordStatus]
+    WORD_STATUS_OUT_OF_VOCABULARY: _ClassVar[WordStatus]
+    WORD_STATUS_BEYOND_MAXLEN: _ClassVar[WordStatus]
+    WORD_STATUS_REMOVED: _ClassVar[WordStatus]
 LABEL_UNSPECIFIED: Label
 NEGATIVE: Label
 POSITIVE: Label
+WORD_STATUS_UNSPECIFIED: WordStatus
+WORD_STATUS_SCORED: WordStatus
+WORD_STATUS_OUT_OF_VOCABULARY: WordStatus
+WORD_STATUS_BEYOND_MAXLEN: WordStatus
+WORD_STATUS_REMOVED: WordStatus
 
 class Prediction(_message.Message):
     __slots__ = ("label", "score", "model_version")
@@ -92,3 +105,47 @@ class ModelInfo(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     preset: str
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., maxlen: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., decision_threshold: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., preset: _Optional[str] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("review",)
+    REVIEW_FIELD_NUMBER: _ClassVar[int]
+    review: str
+    def __init__(self, review: _Optional[str] = ...) -> None: ...
+
+class Word(_message.Message):
+    __slots__ = ("start", "end", "token", "status", "attribution")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    token: str
+    status: WordStatus
+    attribution: float
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., token: _Optional[str] = ..., status: _Optional[_Union[WordStatus, str]] = ..., attribution: _Optional[float] = ...) -> None: ...
+
+class AttributionMethod(_message.Message):
+    __slots__ = ("name", "baseline", "baseline_score", "steps", "convergence_delta")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CONVERGENCE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    baseline: str
+    baseline_score: float
+    steps: int
+    convergence_delta: float
+    def __init__(self, name: _Optional[str] = ..., baseline: _Optional[str] = ..., baseline_score: _Optional[float] = ..., steps: _Optional[int] = ..., convergence_delta: _Optional[float] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("prediction", "words", "method")
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    prediction: Prediction
+    words: _containers.RepeatedCompositeFieldContainer[Word]
+    method: AttributionMethod
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., method: _Optional[_Union[AttributionMethod, _Mapping]] = ...) -> None: ...

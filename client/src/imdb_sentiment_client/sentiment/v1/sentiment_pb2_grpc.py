@@ -49,6 +49,11 @@ class SentimentServiceStub:
                 request_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/sentiment.v1.SentimentService/Explain',
+                request_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class SentimentServiceServicer:
@@ -78,6 +83,16 @@ class SentimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Scores one review and says which of its words moved the score, and by how
+        much, each with its span in the review as sent. A bad review fails with
+        INVALID_ARGUMENT and Predict's message (it is review 0). Explain calls run
+        one at a time beside Predict's batches; when too many wait, RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SentimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +110,11 @@ def add_SentimentServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.GetModelInfoRequest.FromString,
                     response_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ModelInfo.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainRequest.FromString,
+                    response_serializer=imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +198,33 @@ class SentimentService:
             '/sentiment.v1.SentimentService/GetModelInfo',
             imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.GetModelInfoRequest.SerializeToString,
             imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentiment.v1.SentimentService/Explain',
+            imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainRequest.SerializeToString,
+            imdb__sentiment__client_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,159 @@
+"""Integrated gradients over each token's presence: how far each token moves the score.
+
+Sundararajan et al. 2017, over a continuous relaxation of the review: every token
+t gets a presence p_t in [0, 1], and the classifier is re-run with its own
+layers and weights so that p_t = 1 is the review as served and p = 0 is the
+baseline, a review of as many tokens, every one of them blank:
+
+- an Embedding's output vector for t is multiplied by p_t (the baseline is the
+  zero vector, with the mask unchanged: the same length, nothing in it);
+- any other layer that reads the token ids directly (the linear word/pair bag
+  beside the LSTM in later presets) is a black box: its output moves from its
+  value with token t deleted towards its value with t present in proportion to
+  p_t, summed over tokens (leave-one-out contributions, one row per token; such
+  a layer is cheap next to the LSTM);
+- layers that map ids to ids (word dropout, the identity at inference) pass the
+  ids on, masks are dropped (one review, no padding: all true), and every other
+  layer runs as it does when serving.
+
+attribution_t = integral over a of d score / d p_t at p = (a, ..., a), by Gauss-
+Legendre quadrature. Completeness: the attributions sum to score(review) -
+score(baseline), up to the quadrature's error, which explain.py measures and
+reports (the convergence delta, as Captum does) and drives down by raising the
+number of nodes. Only the classifier's graph is read, so this works for any
+classifier built by training/model.py without knowing its layers.
+
+Beside server/model.py, the only server module that imports TensorFlow: the
+attribution is a computation on the model, kept apart from loading and scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from server.errors import ModelLoadError
+
+# Classifier ids are right-padded with 0; a row with token t deleted is padded so too.
+_PADDING_ID = 0
+
+
+def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """`steps` nodes in (0, 1) and their weights (summing to 1) for integrating over [0, 1]."""
+    if type(steps) is not int or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    return ((nodes + 1) / 2).astype(np.float32), (weights / 2).astype(np.float32)
+
+
+class PresenceGradients:
+    """`(ids [n], presences [k], weights [k]) -> (sum_k weights[k] * d score / d p at
+    p = presences[k], [n]; score at each presence, [k])` for one review's token ids."""
+
+    def __init__(self, classifier: keras.Model, device: str):
+        relaxed = relaxed_classifier(classifier)
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.float32),
+            ]
+        )
+        def weighted_gradients(ids, presences, weights):
+            with tf.device(device):
+                presence = tf.tile(presences[:, None], [1, tf.shape(ids)[0]])  # [k, n]
+                with tf.GradientTape() as tape:
+                    tape.watch(presence)
+                    rows = tf.tile(ids[None, :], [tf.shape(presences)[0], 1])
+                    scores = relaxed(rows, presence)  # [k]; row k reads presence[k] only
+                gradients = tape.gradient(scores, presence)  # [k, n]
+                return tf.linalg.matvec(gradients, weights, transpose_a=True), scores
+
+        self._weighted_gradients = weighted_gradients
+
+    def __call__(
+        self, ids: np.ndarray, presences: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        summed, scores = self._weighted_gradients(
+            tf.constant(ids, tf.int64),
+            tf.constant(presences, tf.float32),
+            tf.constant(weights, tf.float32),
+        )
+        return summed.numpy().astype(np.float64), scores.numpy().astype(np.float64)
+
+
+def relaxed_classifier(classifier: keras.Model) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The classifier as `(ids [k, n], every row the same review with no padding, presence
+    [k, n]) -> scores [k]`, re-running its own functional graph with relaxed layers.
+
+    Keras offers no public way to re-run a functional graph with some operations
+    swapped; `_run_through_graph(inputs, operation_fn)` is what Functional.call
+    itself uses, and tests/test_integrated_gradients.py pins the behaviour.
+    """
+    if len(classifier.inputs) != 1 or len(classifier.outputs) != 1:
+        raise ModelLoadError("explaining needs a classifier with one input and one output")
+    if not hasattr(classifier, "_run_through_graph"):
+        raise ModelLoadError(f"cannot re-run the graph of a {type(classifier).__name__}")
+
+    @tf.autograph.experimental.do_not_convert  # plain Python run at trace time
+    def run(ids: tf.Tensor, presence: tf.Tensor) -> tf.Tensor:
+        def operation_fn(operation):
+            def call(*args, **kwargs):
+                if isinstance(operation, keras.layers.Layer):
+                    kwargs.setdefault("training", False)  # dropout and word dropout: off
+                output = operation(*args, **kwargs)
+                reads_ids = bool(args) and _is_discrete(args[0])
+                if reads_ids and tf.as_dtype(output.dtype).is_bool:
+                    # A mask (ids != 0). Rows here are one review with no padding, so it
+                    # is all true: without it the LSTM skips a select per step (about 30%
+                    # of the time on a CPU) and no number changes.
+                    return None
+                if not reads_ids or _is_discrete(output):
+                    return output  # reads no ids, or ids -> ids (word dropout)
+                if isinstance(operation, keras.layers.Embedding):
+                    # [k, n, d] * [k, n, 1]: a blank token is the zero vector, mask unchanged.
+                    return output * tf.cast(presence[:, :, None], output.dtype)
+                if not isinstance(operation, keras.layers.Layer) or len(args) > 1:
+                    raise ModelLoadError(
+                        f"cannot explain {getattr(operation, 'name', operation)!r}: it turns "
+                        "token ids into numbers in a way this relaxation does not know"
+                    )
+                return _leave_one_out_relaxation(operation, args[0][:1], presence)
+
+            return call
+
+        scores = classifier._run_through_graph(ids, operation_fn=operation_fn)
+        return tf.reshape(tf.nest.flatten(scores)[0], [-1])
+
+    return run
+
+
+def _leave_one_out_relaxation(layer, ids: tf.Tensor, presence: tf.Tensor) -> tf.Tensor:
+    """f(ids) - sum_t (1 - p_t) * (f(ids) - f(ids without t)) for a black-box layer f."""
+    n = tf.shape(ids)[1]
+    positions = tf.range(n)
+    # Row t: the ids with position t deleted, shifted left and right-padded.
+    source = positions[None, :] + tf.cast(positions[None, :] >= positions[:, None], tf.int32)
+    deleted = tf.where(
+        source < n,
+        tf.gather(ids[0], tf.minimum(source, n - 1)),
+        tf.constant(_PADDING_ID, ids.dtype),
+    )
+    full = layer(ids, training=False)  # [1, ...]
+    without = layer(deleted, training=False)  # [n, ...]: row t lacks token t
+    contributions = tf.reshape(full - without, [n, -1])  # [n, m]
+    absent = tf.matmul(1.0 - presence, tf.cast(contributions, presence.dtype))  # [k, m]
+    relaxed = tf.cast(tf.reshape(full, [1, -1]), presence.dtype) - absent
+    return tf.reshape(relaxed, tf.concat([[-1], tf.shape(full)[1:]], 0))  # [k, ...]
+
+
+def _is_discrete(tensor) -> bool:
+    """Token ids, or a mask made of them: nothing a gradient can flow through."""
+    if not hasattr(tensor, "dtype"):  # a list of inputs (Concatenate, Add)
+        return False
+    dtype = tf.as_dtype(tensor.dtype)
+    return dtype.is_integer or dtype.is_bool
