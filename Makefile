@@ -28,7 +28,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./client -e '.[dev,train]'
 	@# In a venv from before the split, uninstalling the old server distribution removes
 	@# the sentiment-client script that the client distribution has just installed.
 	test -x $(BIN)/sentiment-client || $(BIN)/pip install --quiet --no-deps --force-reinstall -e ./client
