@@ -21,14 +21,14 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick explain-eval explain-bench clean
+.PHONY: install serve test test-image image lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick explain-eval explain-bench clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ./client -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./client -e '.[dev,train]'
 	@# In a venv from before the split, uninstalling the old server distribution removes
 	@# the sentiment-client script that the client distribution has just installed.
 	test -x $(BIN)/sentiment-client || $(BIN)/pip install --quiet --no-deps --force-reinstall -e ./client
@@ -43,8 +43,19 @@ $(NODE_EXAMPLE_STAMP): examples/node/package.json examples/node/package-lock.jso
 serve: $(STAMP)
 	$(BIN)/sentiment-server --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT)
 
+# The image tests (marker `image`: tests/test_image.py, tests/test_kube_play.py) build and run
+# the container, minutes cold; they run in `make test-image`, and in CI after `make test`.
 test: $(STAMP) $(NODE_STAMP) $(NODE_EXAMPLE_STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not image"
+
+# The server's container image (Containerfile) with podman, on a Debian base made here from
+# Debian's packages, from a wheelhouse built on the host: the build itself has no network.
+# Caches (root file system, wheels) live in ~/.cache/imdb-sentiment, keyed on their inputs.
+image: $(STAMP)
+	$(BIN)/python deploy/podman/build_image.py
+
+test-image: image
+	SENTIMENT_IMAGE_TESTS=required $(BIN)/pytest -q -m image
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

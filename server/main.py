@@ -7,11 +7,12 @@ port 0); `serve(config)` runs one until SIGTERM/SIGINT, then drains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -243,6 +244,21 @@ async def _log_stats(server: SentimentServer, interval_s: float) -> None:
         logger.info("batcher stats: %s", server.stats().summary())
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM interrupts the start-up as Ctrl-C does, until serve() installs its draining handler.
+
+    Left at its default, SIGTERM would end the process just as well, except as a container's
+    PID 1, where the kernel ignores a signal that has no handler: a stop during the model load
+    would then wait out the whole grace period for SIGKILL.
+    """
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`sentiment-server [flags]`; exit 0 after a clean drain, 2 on a bad setting, 1 on start-up."""
     # TensorFlow's C++ info lines would drown the server's own start-up log.
@@ -253,13 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sentiment-server: error: {exc}", file=sys.stderr)
         return 2
     with configured_logging(config.log_level, config.log_format):
-        logger.info("settings: %s", describe(config))
         try:
-            asyncio.run(serve(config))
+            with _sigterm_interrupts():
+                logger.info("settings: %s", describe(config))
+                asyncio.run(serve(config))
         except StartupError as exc:
             logger.error("cannot start: %s", exc)
             return 1
-        except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM before serve() handles them
             logger.info("interrupted during start-up")
             return 130
     return 0

@@ -173,3 +173,13 @@ def grpc_server(start_server) -> Iterator[str]:
     """A "127.0.0.1:PORT" target of a real in-process server serving the tiny model."""
     with start_server() as running:
         yield running.target
+
+
+@pytest.fixture(scope="session")
+def container_image() -> str:
+    """The working tree's container image, built as `make image` builds it (tests/podman.py);
+    skipped where podman is missing, unless SENTIMENT_IMAGE_TESTS=required."""
+    from tests.podman import build_image, require_podman
+
+    require_podman()
+    return build_image()

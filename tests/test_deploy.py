@@ -73,13 +73,36 @@ def test_liveness_never_kills_a_pod_that_is_only_draining(container, config):
 
 def test_ports_and_resources_match_the_server(container, config):
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports == {"grpc": config.port, "metrics": config.metrics_port}
+    assert ports == {"grpc": config.port, "http": config.http_port, "metrics": config.metrics_port}
     assert config.log_format == "json" and config.poll_s > 0 and config.max_connection_age_s > 0
     requests = container["resources"]["requests"]
     assert {"cpu", "memory"} <= set(requests)
     (model_dir,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--model-dir=")]
-    (mount,) = container["volumeMounts"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "models"]
     assert Path(model_dir).is_relative_to(mount["mountPath"]) and mount["readOnly"] is True
+
+
+def test_the_pod_runs_as_the_images_user_by_number(manifests):
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    security = pod["securityContext"]
+    # runAsNonRoot can only be checked against a numeric user: the Containerfile's USER.
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    for container in pod["containers"] + pod["initContainers"]:
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_an_init_container_seeds_the_claim_the_server_reads(manifests, container):
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    (seed,) = pod["initContainers"]
+    assert seed["image"] == container["image"]  # the image holds the versions it copies
+    (seed_mount,) = seed["volumeMounts"]
+    (server_mount,) = [m for m in container["volumeMounts"] if m["name"] == "models"]
+    assert seed_mount["mountPath"] == server_mount["mountPath"]
+    assert not seed_mount.get("readOnly", False)
+    # What it seeds is the server's --model-dir (tests/test_kube_play.py runs it).
+    (model_dir,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--model-dir=")]
+    assert f"target={model_dir}\n" in seed["args"][0]
 
 
 def test_the_headless_service_selects_the_pods_on_the_grpc_port(manifests, config):
@@ -96,5 +119,6 @@ def test_the_headless_service_selects_the_pods_on_the_grpc_port(manifests, confi
 
 def test_the_pods_mount_the_model_claim(manifests):
     volumes = manifests["Deployment"]["spec"]["template"]["spec"]["volumes"]
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes}
+    claimed = [volume for volume in volumes if "persistentVolumeClaim" in volume]
+    claims = {volume["persistentVolumeClaim"]["claimName"] for volume in claimed}
     assert claims == {manifests["PersistentVolumeClaim"]["metadata"]["name"]}

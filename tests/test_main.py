@@ -23,6 +23,7 @@ from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.main import SERVICE_NAME, main
 from tests.fake_models import HeldModel
 from tests.helpers import occupy_blocking
+from tests.server_subprocess import ServerSubprocess
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -113,3 +114,15 @@ def test_installed_command_serves_then_drains_on_sigterm_and_exits_0(tiny_model_
     text = "".join(log)
     assert "runs on /CPU:0 (--device cpu)" in text
     assert "stopped; batcher stats: batches=1 reviews=1" in text
+
+
+def test_sigterm_while_the_model_loads_ends_the_start_up_like_ctrl_c(tiny_model_dir):
+    # The handler matters to a container's PID 1, which ignores a signal that has none
+    # (tests/test_image.py stops the container); here it shows as exit 130, not -SIGTERM.
+    flags = ["--host", "127.0.0.1", "--port", "0", "--model-dir", str(tiny_model_dir)]
+    with ServerSubprocess(*flags, "--device", "cpu") as server:
+        server.wait_for_line(re.compile(r"settings: "))  # before TensorFlow is imported
+        server.process.send_signal(signal.SIGTERM)
+        assert server.wait(timeout_s=60) == 130, server.log
+    assert "interrupted during start-up" in server.log
+    assert "serving on" not in server.log
