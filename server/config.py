@@ -21,7 +21,7 @@ from server.logs import LOG_FORMATS
 ENV_PREFIX = "SENTIMENT_"
 # The shipped model, found from the package so the server runs from any directory.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "imdb-lstm"
-DEVICES = ("auto", "cpu", "gpu")
+DEVICES = ("auto", "cpu", "cpu-keras", "gpu")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # A setting whose name holds one of these is a secret or a path to one: never logged.
 SECRET_NAME_WORDS = ("token", "key", "secret", "password")

@@ -6,6 +6,11 @@ the batch's longest review), "keep_last_tokens" (caps at maxlen) and
 "classifier" (Embedding with mask_zero, then LSTM). Serving splits them into
 two tf.functions so that a review with no tokens never reaches the LSTM (a
 fully masked row breaks cuDNN) and nothing retraces as batch shapes change.
+
+Which path scores: on a GPU the Keras classifier itself (cuDNN LSTM kernels: ids
+right-padded and masked, no all-padding row); on the CPU the XLA fast path
+(server/fast_path.py), the same scores from the same weights, unless the layer
+graph is one it does not know; `--device cpu-keras` keeps the Keras path on CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -30,6 +36,7 @@ from server.errors import (
     ModelLoadError,
     StartupError,
 )
+from server.fast_path import FastScorer, UnsupportedGraph
 from server.integrated_gradients import PresenceGradients, gauss_legendre
 from server.length_groups import DEFAULT_COST, GroupingCost, fit_cost, group_by_length
 from server.versions import ModelVersion, complete_versions
@@ -37,7 +44,9 @@ from server.word_spans import NEGATION, PLAIN
 
 logger = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "gpu")
+# "cpu-keras": the CPU with the plain Keras path, the fast path's reference and fallback.
+DEVICES = ("auto", "cpu", "cpu-keras", "gpu")
+SCORING_PATHS = ("fast", "keras")
 REQUIRED_LAYERS = ("vectorize", "keep_last_tokens", "classifier")
 REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_size": int}
 # Shapes timed to fit a model's grouping cost: rows x time steps (capped at maxlen).
@@ -50,6 +59,16 @@ STANDARDIZERS = {
     f"{training.layers.PACKAGE}>standardize_review_negation": NEGATION,
 }
 OOV_ID = 1
+
+
+def fast_path_lanes() -> int:
+    """Chunks of a batch the fast path runs at once: one per core this process may use, up to
+    4 (each XLA program runs on one core)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 def find_latest_version(model_dir: Path) -> ModelVersion:
@@ -93,7 +112,8 @@ def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 
 def resolve_device(requested: str) -> str:
-    """ "auto" | "cpu" | "gpu" -> a TensorFlow device name; "gpu" with no GPU is a StartupError."""
+    """ "auto" | "cpu" | "cpu-keras" | "gpu" -> a TensorFlow device name; "gpu" with no GPU is a
+    StartupError."""
     if requested not in DEVICES:
         raise StartupError(f"device must be one of {', '.join(DEVICES)}, not {requested!r}")
     gpus = tf.config.list_physical_devices("GPU")
@@ -102,7 +122,7 @@ def resolve_device(requested: str) -> str:
             "--device gpu was asked for but TensorFlow sees no GPU "
             "(check the driver, CUDA libraries and CUDA_VISIBLE_DEVICES), or use --device auto"
         )
-    if requested == "cpu" or not gpus:
+    if requested in ("cpu", "cpu-keras") or not gpus:
         return "/CPU:0"
     for gpu in gpus:
         try:
@@ -116,7 +136,14 @@ def resolve_device(requested: str) -> str:
 class ServingModel:
     """A loaded model version: `predict(reviews)` -> per review a score or an InvalidReviewError."""
 
-    def __init__(self, keras_model, metadata: dict, version: ModelVersion, device: str):
+    def __init__(
+        self,
+        keras_model,
+        metadata: dict,
+        version: ModelVersion,
+        device: str,
+        scoring_path: str = "fast",
+    ):
         self.metadata = metadata
         self.version = version.version
         self.path = version.path
@@ -166,6 +193,24 @@ class ServingModel:
             self._presence_gradients = PresenceGradients(classifier, device)
         except ModelLoadError as exc:  # Predict does not need it
             self.explain_unavailable = str(exc)
+        # The fast path is for the CPU only: on a GPU the Keras classifier runs cuDNN's kernels.
+        self._fast: FastScorer | None = None
+        self.scoring_path = "keras"
+        self.fallback_reason = ""
+        if scoring_path not in SCORING_PATHS:
+            raise ValueError(f"scoring_path must be one of {SCORING_PATHS}, not {scoring_path!r}")
+        if scoring_path == "fast" and device == "/CPU:0":
+            try:
+                self._fast = FastScorer(classifier, self.maxlen, lanes=fast_path_lanes())
+                self.scoring_path = "fast"
+            except UnsupportedGraph as exc:
+                self.fallback_reason = str(exc)
+                logger.warning(
+                    "model %s keeps the plain Keras path on the CPU: the fast path does not "
+                    "know this layer graph (%s)",
+                    version.path,
+                    exc,
+                )
 
     @classmethod
     def load_latest(cls, model_dir: Path, device: str = "auto") -> ServingModel:
@@ -178,7 +223,11 @@ class ServingModel:
         metadata = read_metadata(version)
         tf_device = resolve_device(device)
         return cls(
-            load_keras_model(version.path / "model.keras", tf_device), metadata, version, tf_device
+            load_keras_model(version.path / "model.keras", tf_device),
+            metadata,
+            version,
+            tf_device,
+            scoring_path="keras" if device == "cpu-keras" else "fast",
         )
 
     def predict(self, reviews: list[str]) -> list[float | Exception]:
@@ -210,6 +259,12 @@ class ServingModel:
 
     def score(self, ids: np.ndarray) -> np.ndarray:
         """P(positive) [batch] for token ids [batch, time] with no all-padding row."""
+        if self._fast is not None:
+            return self._fast(ids)
+        return self.score_keras(ids)
+
+    def score_keras(self, ids: np.ndarray) -> np.ndarray:
+        """As score(), by the Keras classifier itself: the fast path's reference."""
         return self._score(tf.constant(ids, dtype=tf.int64)).numpy()[:, 0]
 
     def token_ids(self, review: str) -> list[int]:
@@ -239,6 +294,8 @@ class ServingModel:
     def warm_up(self) -> float:
         """Traces both functions and touches the device once; returns the seconds it took."""
         started_s = time.monotonic()
+        if self._fast is not None:
+            self._fast.compile_all()
         reviews = ["a fine film", " ".join(["a long and winding review"] * self.maxlen), "!!!"]
         results = self.predict(reviews)
         if not all(isinstance(r, float) for r in results[:2]) or not isinstance(
@@ -285,7 +342,10 @@ class ServingModel:
         )
 
     def describe(self) -> str:
-        return f"{self.name} version {self.version} (preset {self.preset or '?'})"
+        return (
+            f"{self.name} version {self.version} (preset {self.preset or '?'}, "
+            f"{self.scoring_path} path)"
+        )
 
 
 def _registered_name(vectorize_config: dict) -> str:

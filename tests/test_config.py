@@ -53,7 +53,7 @@ def test_reflection_can_be_turned_off_by_flag_or_environment():
         (["--max-batch-size", "0"], {}, "--max-batch-size='0' must be between 1"),
         (["--max-delay-ms", "soon"], {}, "--max-delay-ms='soon' is not a number"),
         (["--max-delay-ms", "inf"], {}, "--max-delay-ms='inf' is not a finite number"),
-        (["--device", "tpu"], {}, "--device='tpu' must be one of auto, cpu, gpu"),
+        (["--device", "tpu"], {}, "--device='tpu' must be one of auto, cpu, cpu-keras, gpu"),
         ([], {"SENTIMENT_QUEUE_CAPACITY": "-5"}, "SENTIMENT_QUEUE_CAPACITY='-5' must be between"),
         (["--model-dir", "/no/such/models"], {}, "--model-dir='/no/such/models' does not exist"),
         ([], {"SENTIMENT_REFLECTION": "maybe"}, "SENTIMENT_REFLECTION='maybe' is not a boolean"),
