@@ -23,6 +23,7 @@ and the caller keeps the plain Keras path (server/model.py).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -397,6 +398,21 @@ class FastScorer:
         else:
             list(self._pool.map(run, chunks))  # list(): re-raises a chunk's exception here
         return scores
+
+    def with_lanes(self, lanes: int) -> FastScorer:
+        """The same compiled programs, run on `lanes` threads (for side-by-side measurements)."""
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, not {lanes}")
+        other = copy.copy(self)
+        other.lanes = lanes
+        other._pool = ThreadPoolExecutor(lanes, "fast-path") if lanes > 1 else None
+        return other
+
+    def close(self) -> None:
+        """Stops the lane threads; later calls run their chunks one after another."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def compile_all(self) -> None:
         """Compiles every bucket now (a first call at a new bucket would wait for it)."""

@@ -15,6 +15,7 @@ graph is one it does not know; `--device cpu-keras` keeps the Keras path on CPU.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -61,7 +62,7 @@ STANDARDIZERS = {
 OOV_ID = 1
 
 
-def fast_path_lanes() -> int:
+def default_fast_path_lanes() -> int:
     """Chunks of a batch the fast path runs at once: one per core this process may use, up to
     4 (each XLA program runs on one core)."""
     try:
@@ -143,6 +144,7 @@ class ServingModel:
         version: ModelVersion,
         device: str,
         scoring_path: str = "fast",
+        fast_path_lanes: int | None = None,
     ):
         self.metadata = metadata
         self.version = version.version
@@ -201,7 +203,9 @@ class ServingModel:
             raise ValueError(f"scoring_path must be one of {SCORING_PATHS}, not {scoring_path!r}")
         if scoring_path == "fast" and device == "/CPU:0":
             try:
-                self._fast = FastScorer(classifier, self.maxlen, lanes=fast_path_lanes())
+                self._fast = FastScorer(
+                    classifier, self.maxlen, lanes=fast_path_lanes or default_fast_path_lanes()
+                )
                 self.scoring_path = "fast"
             except UnsupportedGraph as exc:
                 self.fallback_reason = str(exc)
@@ -218,8 +222,10 @@ class ServingModel:
         return cls.load_version(find_latest_version(Path(model_dir)), device)
 
     @classmethod
-    def load_version(cls, version: ModelVersion, device: str = "auto") -> ServingModel:
-        """Loads one version folder onto `device` (auto/cpu/gpu)."""
+    def load_version(
+        cls, version: ModelVersion, device: str = "auto", fast_path_lanes: int | None = None
+    ) -> ServingModel:
+        """Loads one version folder onto `device` (auto/cpu/cpu-keras/gpu)."""
         metadata = read_metadata(version)
         tf_device = resolve_device(device)
         return cls(
@@ -228,6 +234,7 @@ class ServingModel:
             version,
             tf_device,
             scoring_path="keras" if device == "cpu-keras" else "fast",
+            fast_path_lanes=fast_path_lanes,
         )
 
     def predict(self, reviews: list[str]) -> list[float | Exception]:
@@ -240,18 +247,42 @@ class ServingModel:
             # Drop wordless rows (a fully masked row breaks cuDNN); score rows of similar
             # length together, each group padded only to its own longest review.
             kept, kept_lengths = ids[has_words], lengths[has_words]
-            scores = np.empty(len(kept), dtype=np.float64)
-            cost = self.grouping_cost
-            groups = group_by_length(
-                kept_lengths, cost.step_overhead_rows, cost.call_overhead_row_steps
-            )
-            for rows in groups:
-                scores[rows] = self.score(kept[rows, : int(kept_lengths[rows].max())])
+            if self._fast is not None:
+                # The fast path sorts by length and loops each chunk to its own longest
+                # review: grouping at the granularity of its compiled batch sizes.
+                scores = self.score(kept).astype(np.float64)
+            else:
+                scores = np.empty(len(kept), dtype=np.float64)
+                cost = self.grouping_cost
+                groups = group_by_length(
+                    kept_lengths, cost.step_overhead_rows, cost.call_overhead_row_steps
+                )
+                for rows in groups:
+                    scores[rows] = self.score(kept[rows, : int(kept_lengths[rows].max())])
             for index, value in zip(has_words.tolist(), scores.tolist(), strict=True):
                 results[index] = (
                     value if math.isfinite(value) else InferenceError(f"the model scored {value}")
                 )
         return results
+
+    @property
+    def fast_path_lanes(self) -> int:
+        """Chunks the fast path runs at once (0: the Keras path scores)."""
+        return self._fast.lanes if self._fast is not None else 0
+
+    def with_fast_path_lanes(self, lanes: int) -> ServingModel:
+        """This model with its fast path's chunks on `lanes` threads, sharing the compiled
+        programs (a side-by-side measurement's variant)."""
+        if self._fast is None:
+            raise ValueError(f"{self.describe()} has no fast path")
+        other = copy.copy(self)
+        other._fast = self._fast.with_lanes(lanes)
+        return other
+
+    def close(self) -> None:
+        """Lets the fast path's threads go (the model still scores, one chunk at a time)."""
+        if self._fast is not None:
+            self._fast.close()
 
     def tokenize(self, reviews: list[str]) -> np.ndarray:
         """Token ids as the classifier sees them: int64 [batch, <= maxlen], right-padded with 0."""
@@ -302,7 +333,8 @@ class ServingModel:
             results[2], InvalidReviewError
         ):
             raise ModelLoadError(f"warm-up of {self.path} gave unexpected results: {results!r}")
-        self.grouping_cost = self.calibrate_grouping()
+        if self._fast is None:
+            self.grouping_cost = self.calibrate_grouping()
         self._warm_up_explain()
         return time.monotonic() - started_s
 
