@@ -23,26 +23,73 @@ def verdict(name: str, measured: float, required: float, at_most: bool, detail: 
     passed = measured <= required if at_most else measured >= required
     return {
         "name": name,
-        "measured": round(measured, 3),
-        "required": round(required, 3),
+        "measured": float(f"{measured:.4g}"),
+        "required": float(f"{required:.4g}"),
         "comparison": "<=" if at_most else ">=",
         "passed": passed,
         "detail": detail,
     }
 
 
+def limit_at(points: list[dict], batch_size: float) -> float:
+    """In-process reviews/s at `batch_size`, linear between the measured batch sizes."""
+    points = sorted(points, key=lambda p: p["batch_size"])
+    if batch_size <= points[0]["batch_size"]:
+        return points[0]["reviews_per_s"]
+    for low, high in zip(points, points[1:], strict=False):
+        if batch_size <= high["batch_size"]:
+            share = (batch_size - low["batch_size"]) / (high["batch_size"] - low["batch_size"])
+            return low["reviews_per_s"] + share * (high["reviews_per_s"] - low["reviews_per_s"])
+    return points[-1]["reviews_per_s"]
+
+
+def path_checks(section: dict, max_batch_size: int) -> list[dict]:
+    """Issue 15, item 1, for one version: the fast path's limit and batch-1 latency against
+    the plain Keras path's, measured side by side."""
+    from bench.paths import ratio_by_round
+
+    fast_points, keras_points = section["sweep"]["fast"], section["sweep"]["keras"]
+    fast, plain = best(fast_points, max_batch_size), best(keras_points, max_batch_size)
+    by_round = ratio_by_round(
+        fast, next(p for p in keras_points if p["batch_size"] == fast["batch_size"])
+    )
+    latency = section["batch_1_latency"]
+    version = section["version"]
+    return [
+        verdict(
+            f"version {version}: fast path limit vs Keras path (x)",
+            _ratio(fast["reviews_per_s"], plain["reviews_per_s"]),
+            3.0,
+            False,
+            f"{fast['reviews_per_s']:.0f}/s at batch {fast['batch_size']} vs "
+            f"{plain['reviews_per_s']:.0f}/s at batch {plain['batch_size']} (best up to "
+            f"{max_batch_size}); at batch {fast['batch_size']}, round by round "
+            f"{by_round['min']:.2f}-{by_round['max']:.2f}x",
+        ),
+        verdict(
+            f"version {version}: fast path batch-1 p50 vs Keras path (x)",
+            _ratio(latency["fast"]["p50"], latency["keras"]["p50"]),
+            0.5,
+            True,
+            f"{latency['fast']['p50']:.2f} ms vs {latency['keras']['p50']:.2f} ms, one call "
+            f"per review over {latency['fast']['reviews']} reviews, the paths in turns",
+        ),
+    ]
+
+
 def judge(results: dict, elapsed_s: float) -> list[dict]:
-    """Every acceptance check of the issue, in its order."""
+    """Every acceptance check, issue 15's first, then the earlier ones, in order."""
     on, off = results["batching_on"], results["batching_off"]
     c64, off64 = unary_at(on, 64), unary_at(off, 64)
     flask = results["seed_flask"]
     limit = results["limit"]["best"]
+    max_batch_size = results["limit"]["max_batch_size"]
     multi = results["many_reviews"]["predict_x32"]
     stream = results["many_reviews"]["stream"]
     c1 = unary_at(on, 1)
     # What a server with no overhead at all could reach: the limit at the biggest batch
     # 64 callers can form, over the limit at batch 1 or the seed's Flask.
-    ceiling = best(results["limit"]["points"], min(64, results["limit"]["max_batch_size"]))
+    ceiling = best(results["limit"]["points"], min(64, max_batch_size))
     batch_1 = results["limit"]["batch_1"]
     ceiling_text = f"in-process ceiling {ceiling['reviews_per_s']:.0f}/s at batch " + str(
         ceiling["batch_size"]
@@ -50,7 +97,77 @@ def judge(results: dict, elapsed_s: float) -> list[dict]:
     batch_1_latency = results["limit"]["batch_1_latency"]
     batch1_p50_ms = batch_1_latency["latency_ms"]["p50"]
     limit_text = f"in-process limit {limit['reviews_per_s']:.0f}/s at batch {limit['batch_size']}"
-    return [
+    paths = results["paths"]
+    agreement = paths["agreement"]
+    checks = path_checks(paths, max_batch_size)
+    if paths.get("reference"):
+        checks += path_checks(paths["reference"], max_batch_size)
+    checks.append(
+        verdict(
+            "fast vs Keras path: largest score difference",
+            agreement["max_abs_score_diff"],
+            1e-4,
+            True,
+            f"over {agreement['reviews']} test reviews; test accuracy "
+            f"{agreement['accuracy_fast']:.4f} (fast) vs {agreement['accuracy_keras']:.4f} (Keras)",
+        )
+    )
+    http = on["http"]
+    for name, run in (("gRPC unary", c1), ("HTTP", http)):
+        checks.append(
+            verdict(
+                f"{name} c=1 p50 latency (ms)",
+                run["latency_ms"]["p50"],
+                batch1_p50_ms + 1.0,
+                True,
+                f"in-process batch-1 p50 {batch1_p50_ms:.2f} ms over the first "
+                f"{batch_1_latency['batches']} sample reviews + 1 ms",
+            )
+        )
+    points = results["limit"]["points"]
+    for name, run in (("Python client", c64), ("h2load", on.get("h2load"))):
+        if run is None:
+            checks.append(
+                verdict(
+                    f"unary c=64 ({name}) vs in-process at its mean batch (fraction)",
+                    0.0,
+                    0.85,
+                    False,
+                    "not measured: h2load is missing (apt-get install nghttp2-client)",
+                )
+            )
+            continue
+        in_process = limit_at(points, run["mean_batch_size"])
+        checks.append(
+            verdict(
+                f"unary c=64 ({name}) vs in-process at its mean batch (fraction)",
+                _ratio(run["reviews_per_s"], in_process),
+                0.85,
+                False,
+                f"{run['reviews_per_s']:.0f}/s, mean batch {run['mean_batch_size']:g}; "
+                f"in-process {in_process:.0f}/s at that batch size",
+            )
+        )
+    reference = on["reference"]
+    ref64, ref1 = unary_at(reference, 64), unary_at(reference, 1)
+    checks += [
+        verdict(
+            f"unary c=64 vs version {reference['version']} on the Keras path (x)",
+            _ratio(c64["reviews_per_s"], ref64["reviews_per_s"]),
+            2.4,
+            False,
+            f"{c64['reviews_per_s']:.0f}/s vs {ref64['reviews_per_s']:.0f}/s (a server with "
+            "--device cpu-keras, measured in turns with this one)",
+        ),
+        verdict(
+            f"unary c=1 p50 vs version {reference['version']} on the Keras path (x)",
+            _ratio(c1["latency_ms"]["p50"], ref1["latency_ms"]["p50"]),
+            0.6,
+            True,
+            f"{c1['latency_ms']['p50']:.2f} ms vs {ref1['latency_ms']['p50']:.2f} ms",
+        ),
+    ]
+    return checks + [
         verdict(
             "unary c=64 vs batching off (x)",
             _ratio(c64["reviews_per_s"], off64["reviews_per_s"]),
@@ -81,14 +198,6 @@ def judge(results: dict, elapsed_s: float) -> list[dict]:
             0.60,
             False,
             f"{stream['reviews_per_s']:.0f}/s vs {limit_text}",
-        ),
-        verdict(
-            "unary c=1 p50 latency (ms)",
-            c1["latency_ms"]["p50"],
-            batch1_p50_ms + 2.0,
-            True,
-            f"in-process batch-1 p50 {batch1_p50_ms:.2f} ms over the first "
-            f"{batch_1_latency['batches']} sample reviews + 2 ms",
         ),
         verdict(
             "whole run (s)",

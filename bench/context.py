@@ -24,3 +24,9 @@ class Context:
     reviews: list[str]
     work_dir: Path  # server logs
     procs: int  # load-client processes for gRPC runs
+    # The fixed reference: version 2 (or the served version where there is none), in its own
+    # model directory, measured beside the served one.
+    reference_dir: Path
+    reference_version: int
+    test_texts: list[str]  # every test review and its label, for the paths' agreement
+    test_labels: list[int]

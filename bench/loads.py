@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import time
 
+from bench.c_loads import (
+    grpc_status,
+    h2load_available,
+    http_one_at_a_time,
+    run_h2load,
+    write_grpc_body,
+)
 from bench.context import Context, say
 from bench.server_proc import (
     PeakRss,
     ServerProcess,
+    free_port,
     mean_batch_size,
     model_busy_fraction,
     start_servers,
@@ -73,22 +81,35 @@ def warm_up(ctx: Context, server: ServerProcess) -> None:
 
 def measure_batching(ctx: Context) -> tuple[dict, dict]:
     """(batching on, batching off): the server's defaults vs max_batch_size=1, each unary load
-    run on one then the other; then the many-reviews loads and memory of the first."""
+    run on one then the other, with the reference server (the reference version on the plain
+    Keras path) taking its turn at some concurrencies; then HTTP one call at a time, h2load,
+    the many-reviews loads and memory of the first."""
     plan = ctx.plan
     settings = {"batching_on": {}, "batching_off": {"max_batch_size": 1}}
-    say("servers: batching on (the defaults) and off (max_batch_size=1)")
-    logs = {ctx.work_dir / f"server-{name}.log": s for name, s in settings.items()}
-    with start_servers(ctx.model_dir, logs) as (on, off):
-        on.name, off.name = "on", "off"
+    reference_settings = {"model_dir": ctx.reference_dir, "device": "cpu-keras"}
+    say(
+        "servers: batching on (the defaults), off (max_batch_size=1), and version "
+        f"{ctx.reference_version} on the Keras path (the reference)"
+    )
+    logs = {ctx.work_dir / f"server-{name}.log": dict(s) for name, s in settings.items()}
+    logs[ctx.work_dir / "server-batching_on.log"]["http_port"] = free_port()
+    logs[ctx.work_dir / "server-reference.log"] = reference_settings
+    with start_servers(ctx.model_dir, logs) as (on, off, keras_reference):
+        on.name, off.name, keras_reference.name = "on", "off", "reference"
         idle = on.memory_bytes()
-        for server in (on, off):
+        for server in (on, off, keras_reference):
             warm_up(ctx, server)
-        unary: dict[str, list[dict]] = {"on": [], "off": []}
+        unary: dict[str, list[dict]] = {"on": [], "off": [], "reference": []}
         with PeakRss(on.process.pid) as peak:
             for concurrency in plan.concurrencies:
-                for server in (on, off):
+                servers = [on, off]
+                if concurrency in plan.reference_concurrencies:
+                    servers.append(keras_reference)
+                for server in servers:
                     run = load(ctx, server, plan.load_s, mode="unary", concurrency=concurrency)
                     unary[server.name].append(run)
+            http = measure_http(ctx, on)
+            c_load = measure_h2load(ctx, on)
             many = {
                 "predict_x32": load(
                     ctx,
@@ -118,10 +139,67 @@ def measure_batching(ctx: Context) -> tuple[dict, dict]:
         "unary": unary["on"],
         "memory": memory,
         "many_reviews": many,
+        "http": http,
+        "h2load": c_load,
     }
     batching_off = {
         "name": "batching_off",
         "settings": settings["batching_off"],
         "unary": unary["off"],
     }
+    batching_on["reference"] = {
+        "name": "reference",
+        "version": ctx.reference_version,
+        "settings": {"device": "cpu-keras"},
+        "unary": unary["reference"],
+    }
     return batching_on, batching_off
+
+
+def measure_http(ctx: Context, server: ServerProcess) -> dict:
+    """POST /predict one call at a time, with the batch size the server formed."""
+    before = server.counters()
+    started_s = time.perf_counter()
+    run = http_one_at_a_time(server.settings["http_port"], ctx.reviews, ctx.plan.load_s)
+    wall_s = time.perf_counter() - started_s
+    after = server.counters()
+    run["mean_batch_size"] = round(mean_batch_size(before, after), 2)
+    run["model_busy"] = round(model_busy_fraction(before, after, wall_s), 3)
+    say(
+        f"  on http c=1: {run['reviews_per_s']:.0f} reviews/s, p50 {run['latency_ms']['p50']:.2f}"
+        f" ms, errors {run['error_count']}"
+    )
+    return run
+
+
+def measure_h2load(ctx: Context, server: ServerProcess) -> dict | None:
+    """h2load's single-review unary calls (one review near the sample's mean length, every
+    call), after one call of the same body has shown grpc-status 0."""
+    if not h2load_available():
+        say("  h2load or nghttp not found (Debian package nghttp2-client): no C load generator")
+        return None
+    words = [len(review.split()) for review in ctx.reviews]
+    mean_words = sum(words) / len(words)
+    review = min(ctx.reviews, key=lambda r: abs(len(r.split()) - mean_words))
+    body = write_grpc_body(review, ctx.work_dir / "predict-request.grpc")
+    status = grpc_status(server.port, body)
+    if status != "0":
+        raise RuntimeError(f"a gRPC call with h2load's body got grpc-status {status}, not 0")
+    before = server.counters()
+    started_s = time.perf_counter()
+    run = run_h2load(server.port, body, ctx.plan.c_load_concurrency, ctx.plan.load_s)
+    wall_s = time.perf_counter() - started_s
+    after = server.counters()
+    run.update(
+        review_words=len(review.split()),
+        grpc_status_of_sample=status,
+        reviews_per_s=run["rpc_per_s"],
+        mean_batch_size=round(mean_batch_size(before, after), 2),
+        model_busy=round(model_busy_fraction(before, after, wall_s), 3),
+    )
+    say(
+        f"  on h2load c={run['concurrency']}: {run['rpc_per_s']:.0f} calls/s, mean "
+        f"{run['latency_ms']['mean']:.1f} ms, mean batch {run['mean_batch_size']}, "
+        f"HTTP errors {run['http_errors']}"
+    )
+    return run

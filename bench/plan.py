@@ -15,6 +15,11 @@ class Plan:
     # In-process batch-1 latency, the c=1 check's reference: one call per review over the
     # sample's first `latency_reviews`, the reviews the c=1 load sends first.
     latency_reviews: int
+    # In-process scoring paths (bench/paths.py): per path, batch size and round.
+    paths_s: float
+    paths_rounds: int
+    # Test reviews scored by both paths for the score difference and accuracy; 0: all 25,000.
+    agreement_reviews: int
     padding_s: float  # per variant (as served, padded to maxlen)
     load_s: float  # per gRPC load run
     warm_up_s: float  # of unrecorded load on each server before its first measurement
@@ -22,6 +27,9 @@ class Plan:
     tuning_rounds: int  # every candidate takes a turn in each round
     flask_s: float
     concurrencies: tuple[int, ...]  # single-review unary, batching on and off
+    # Single-review unary on the reference server (version 2 on the plain Keras path).
+    reference_concurrencies: tuple[int, ...]
+    c_load_concurrency: int  # h2load's gRPC unary calls in flight
     flask_concurrency: int
     multi_concurrency: int  # Predict calls in flight, each with reviews_per_request
     reviews_per_request: int
@@ -41,13 +49,18 @@ FULL = Plan(
     limit_s=2.0,
     limit_rounds=2,
     latency_reviews=1000,
-    padding_s=3.0,
+    paths_s=1.0,
+    paths_rounds=3,
+    agreement_reviews=0,
+    padding_s=2.0,
     load_s=10.0,
     warm_up_s=2.0,
     tuning_load_s=3.0,
     tuning_rounds=2,
     flask_s=15.0,
     concurrencies=(1, 8, 64, 256),
+    reference_concurrencies=(1, 64),
+    c_load_concurrency=64,
     flask_concurrency=8,
     multi_concurrency=8,
     reviews_per_request=32,
@@ -63,6 +76,9 @@ QUICK = Plan(
     limit_s=0.2,
     limit_rounds=1,
     latency_reviews=20,
+    paths_s=0.1,
+    paths_rounds=2,
+    agreement_reviews=200,
     padding_s=0.2,
     load_s=1.0,
     warm_up_s=0.3,
@@ -70,6 +86,8 @@ QUICK = Plan(
     tuning_rounds=1,
     flask_s=1.0,
     concurrencies=(1, 8, 64),
+    reference_concurrencies=(1, 64),
+    c_load_concurrency=64,
     flask_concurrency=8,
     multi_concurrency=2,
     reviews_per_request=32,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bench.paths import ratio_by_round
+
 MIB = 1024 * 1024
 
 
@@ -78,7 +80,7 @@ def render(results: dict) -> str:
     best = limit["best"]
     latency = limit["batch_1_latency"]
     parts = [
-        "# Benchmark: micro-batching against the in-process limit and the seed's Flask app",
+        "# Benchmark: the fast scoring path, micro-batching, and the seed's Flask app",
         "",
         f"{'QUICK SMOKE RUN: the figures below mean nothing. ' if meta['quick'] else ''}"
         f"Run {meta['started_at']} in {meta['elapsed_s']:.0f} s on {machine['cpus']} CPUs "
@@ -95,19 +97,28 @@ def render(results: dict) -> str:
         "",
         acceptance_table(results["acceptance"]),
         "",
+        *_paths_sections(results),
         "## 1. Limit: the serving function in-process",
         "",
-        "`ServingModel.predict` on consecutive batches of the sample, one call at a time, "
-        "as the server's inference thread calls it; each size measured in "
-        f"{limit['points'][0]['rounds']} round(s), the fastest counting. Best up to "
-        "max_batch_size "
+        "`ServingModel.predict` (the fast path, the server's default on the CPU) on consecutive "
+        "batches of the sample, one call at a time, as the server's inference thread calls it; "
+        f"median of {limit['points'][0]['rounds']} rounds, the Keras path taking its turn "
+        "beside it. Best up to max_batch_size "
         f"{limit['max_batch_size']}: **{best['reviews_per_s']:.0f} reviews/s at batch "
-        f"{best['batch_size']}**. Grouping by length, as calibrated at warm-up: a time step "
-        f"costs as much as {limit['grouping_cost']['step_overhead_rows']:.0f} rows, a call as "
-        f"{limit['grouping_cost']['call_overhead_row_steps']:.0f} row-steps.",
+        f"{best['batch_size']}**. The Keras path groups by length as calibrated at warm-up: a "
+        f"time step costs as much as {limit['grouping_cost']['step_overhead_rows']:.0f} rows, "
+        f"a call as {limit['grouping_cost']['call_overhead_row_steps']:.0f} row-steps.",
         "",
         _table(
-            ["batch size", "reviews/s", "call p50 ms", "call p99 ms", "calls"],
+            [
+                "batch size",
+                "reviews/s",
+                "call p50 ms",
+                "call p99 ms",
+                "calls",
+                "Keras path reviews/s",
+                "fast / Keras, by round",
+            ],
             [
                 [
                     p["batch_size"],
@@ -115,8 +126,10 @@ def render(results: dict) -> str:
                     f"{p['latency_ms']['p50']:.2f}",
                     f"{p['latency_ms']['p99']:.2f}",
                     p["batches"],
+                    f"{k['reviews_per_s']:.1f}",
+                    _ratio_text(ratio_by_round(p, k)),
                 ]
-                for p in limit["points"]
+                for p, k in zip(limit["points"], results["paths"]["sweep"]["keras"], strict=True)
             ],
         ),
         "",
@@ -132,6 +145,13 @@ def render(results: dict) -> str:
         "metrics over the run.",
         "",
         _table(_LOAD_HEADER, _load_rows(results["batching_on"]["unary"])),
+        "",
+        *_outside_python(results["batching_on"]),
+        f"The reference: version {results['batching_on']['reference']['version']} on the plain "
+        "Keras path (`--device cpu-keras`), otherwise the same settings, measured in turns "
+        "with the servers above:",
+        "",
+        _table(_LOAD_HEADER, _load_rows(results["batching_on"]["reference"]["unary"])),
         "",
         f"## 3. Micro-batching off ({_settings(results['batching_off'], defaults)})",
         "",
@@ -185,7 +205,7 @@ def render(results: dict) -> str:
             ],
         ),
         "",
-        "## Padding and grouping by length",
+        "## Padding and grouping by length (the Keras path)",
         "",
         f"The shortest {padding['fraction_of_sample']:.0%} of the sample ({padding['reviews']} "
         f"reviews, mean {padding['tokens_mean']} tokens, longest {padding['tokens_max']}), "
@@ -221,6 +241,121 @@ def render(results: dict) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _ratio_text(ratio: dict) -> str:
+    return f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})"
+
+
+_PATH_LABELS = {
+    "fast": "fast path, XLA, chunks on 2 lanes (default on CPU)",
+    "fast_1_lane": "fast path, XLA, one lane",
+    "keras": "Keras float32 (the plain path; GPUs run it)",
+}
+
+
+def _path_rows(section: dict, agreement: dict | None) -> list[list]:
+    sweep, latency = section["sweep"], section["batch_1_latency"]
+    rows = []
+    for name, points in sweep.items():
+        by_size = {p["batch_size"]: p for p in points}
+        cells = []
+        for size in (1, 32, 128):
+            point = by_size.get(size)
+            cells.append(
+                "n/a"
+                if point is None
+                else f"{point['reviews_per_s']:.0f} ({point['reviews_per_s_min']:.0f}-"
+                f"{point['reviews_per_s_max']:.0f})"
+            )
+        p50 = latency[name]["p50"] if name in latency else by_size[1]["latency_ms"]["p50"]
+        if name == "keras":
+            difference = "reference"
+        elif agreement is None:
+            difference = "n/a"
+        else:
+            difference = f"{agreement['max_abs_score_diff']:.1e}"
+        rows.append([_PATH_LABELS.get(name, name), *cells, f"{p50:.2f}", difference])
+    return rows
+
+
+def _paths_sections(results: dict) -> list[str]:
+    paths = results["paths"]
+    agreement = paths["agreement"]
+    header = [
+        "path",
+        "batch 1 reviews/s",
+        "batch 32 reviews/s",
+        "batch 128 reviews/s",
+        "batch-1 p50 ms",
+        "max score diff",
+    ]
+    parts = [
+        f"## Scoring paths side by side (version {paths['version']})",
+        "",
+        "`ServingModel.predict` of each path on the same batches of the sample, tokenising "
+        "included; the paths take turns at each batch size, in rotating order, over "
+        f"{paths['sweep']['fast'][0]['rounds']} rounds: median (min-max over the rounds). "
+        "Batch-1 p50: one call per review over the sample's first "
+        f"{paths['batch_1_latency']['fast']['reviews']} reviews, the paths alternating review "
+        f"by review. Max score diff: against the Keras path over {agreement['reviews']} test "
+        f"reviews, where test accuracy is {agreement['accuracy_fast']:.4f} (fast) and "
+        f"{agreement['accuracy_keras']:.4f} (Keras) at threshold "
+        f"{agreement['decision_threshold']:g}.",
+        "",
+        _table(header, _path_rows(paths, agreement)),
+        "",
+    ]
+    reference = paths.get("reference")
+    if reference:
+        parts += [
+            f"The fixed reference, version {reference['version']}, measured the same way:",
+            "",
+            _table(header, _path_rows(reference, None)),
+            "",
+        ]
+    return parts
+
+
+def _outside_python(on: dict) -> list[str]:
+    http, c_load = on["http"], on.get("h2load")
+    lines = [
+        "From outside the Python load client: `POST /predict` over HTTP one call at a time "
+        "(a keep-alive `http.client` connection), and gRPC unary `Predict` from h2load, "
+        "nghttp2's C load generator (HTTP/2 POSTs of one length-prefixed PredictRequest with "
+        "`content-type: application/grpc` and `te: trailers`).",
+        "",
+    ]
+    rows = [
+        [
+            "HTTP POST /predict",
+            http["concurrency"],
+            f"{http['reviews_per_s']:.1f}",
+            f"p50 {http['latency_ms']['p50']:.2f}, p99 {http['latency_ms']['p99']:.2f}",
+            http.get("mean_batch_size", "n/a"),
+            _errors(http),
+        ]
+    ]
+    if c_load is None:
+        lines += ["h2load was not found (Debian package `nghttp2-client`): not measured.", ""]
+    else:
+        rows.append(
+            [
+                f"h2load gRPC Predict ({c_load['connections']} connections, one "
+                f"{c_load['review_words']}-word review; grpc-status of a sample call: "
+                f"{c_load['grpc_status_of_sample']})",
+                c_load["concurrency"],
+                f"{c_load['rpc_per_s']:.1f}",
+                f"mean {c_load['latency_ms']['mean']:.2f}, max {c_load['latency_ms']['max']:.1f}",
+                c_load["mean_batch_size"],
+                "0" if not c_load["http_errors"] else f"HTTP {c_load['http_errors']}",
+            ]
+        )
+    lines += [
+        _table(["load", "concurrency", "reviews/s", "latency ms", "mean batch", "errors"], rows),
+        "",
+    ]
+    return lines
 
 
 def _padding_table(variants: list[tuple[str, dict]]) -> str:

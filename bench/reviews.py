@@ -24,6 +24,9 @@ class Sample:
     source: Path
     sha256: str  # of the data file, so a report names exactly what it was measured on
     seed: int
+    # The whole test split, for the score agreement of the scoring paths.
+    test_texts: list[str]
+    test_labels: list[int]
 
     def describe(self) -> dict:
         words = [len(review.split()) for review in self.reviews]
@@ -46,7 +49,8 @@ def sample_test_reviews(path: Path, count: int, seed: int) -> Sample:
     picked = random.Random(seed).sample(range(len(texts)), count)
     # One review per line in the --input file: a stray newline would split a review in two.
     reviews = [" ".join(texts[i].split()) for i in picked]
-    return Sample(reviews, dataset.source, dataset.sha256, seed)
+    labels = [int(label) for label in dataset.test.labels]
+    return Sample(reviews, dataset.source, dataset.sha256, seed, list(texts), labels)
 
 
 def write_reviews(reviews: list[str], path: Path) -> Path:

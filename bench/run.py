@@ -25,9 +25,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import acceptance, plots, report
+from bench import acceptance, paths, plots, report
 from bench.context import Context, say
-from bench.limit import batch_sizes_up_to, best, measure_limit
+from bench.limit import batch_sizes_up_to, best
 from bench.loads import measure_batching
 from bench.plan import FULL, QUICK
 from bench.reviews import data_path, sample_test_reviews, write_reviews
@@ -40,6 +40,8 @@ from training.data import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "reports" / "bench"
+# The fixed reference of issue 15: the version shipped when the fast path was built.
+REFERENCE_VERSION = 2
 OUTPUT_FILES = ("results.json", "report.md", "throughput.png", "p99_latency.png")
 
 
@@ -47,48 +49,102 @@ OUTPUT_FILES = ("results.json", "report.md", "throughput.png", "p99_latency.png"
 
 
 def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: int) -> dict:
-    """The limit by batch size, and padding's cost on short reviews; TensorFlow in this process."""
-    from bench.limit import measure_batch_size
+    """The scoring paths side by side, the limit by batch size, padding's cost on short
+    reviews, and the paths' agreement on the test set; TensorFlow in this process."""
     from bench.padding import measure_padding
     from server.model import ServingModel
+    from server.versions import complete_versions
 
-    model = ServingModel.load_latest(ctx.model_dir, device="cpu")
-    model.warm_up()
-    say(f"in-process: {model.describe()}")
+    served = complete_versions(ctx.model_dir)[0]
+    fast = ServingModel.load_version(served, device="cpu")
+    plain = ServingModel.load_version(served, device="cpu-keras")
+    for model in (fast, plain):
+        model.warm_up()
+    models = {"fast": fast, "keras": plain}
+    if fast.fast_path_lanes > 1:
+        models = {"fast": fast, "fast_1_lane": fast.with_fast_path_lanes(1), "keras": plain}
+    say(f"in-process: {fast.describe()} beside {plain.describe()}")
+    if fast.scoring_path != "fast":
+        say(f"  the fast path does not fit this model: {fast.fallback_reason}")
     sizes = batch_sizes_up_to(largest_batch_size)
-    points = measure_limit(
-        model.predict, ctx.reviews, sizes, ctx.plan.limit_s, ctx.plan.limit_rounds
-    )
-    for point in points:
-        say(f"  limit at batch {point['batch_size']}: {point['reviews_per_s']:.0f} reviews/s")
-    # The limit's batch-1 point is the faster of two short sweeps over the sample's start;
-    # latency is judged on the reviews the c=1 load sends, one pass, no pick of the faster.
+    predicts = {name: model.predict for name, model in models.items()}
+    swept = paths.sweep(predicts, ctx.reviews, sizes, ctx.plan.paths_s, ctx.plan.paths_rounds)
+    for point, keras_point in zip(swept["fast"], swept["keras"], strict=True):
+        say(
+            f"  batch {point['batch_size']}: fast {point['reviews_per_s']:.0f} reviews/s, "
+            f"keras {keras_point['reviews_per_s']:.0f}"
+        )
+    # Latency is judged on the reviews the c=1 load sends first, one pass, the paths in turns.
     first = ctx.reviews[: ctx.plan.latency_reviews]
-    batch_1_latency = measure_batch_size(model.predict, first, 1, 0.0, len(first))
-    p50_ms = batch_1_latency["latency_ms"]["p50"]
-    say(f"  batch-1 latency over {len(first)} reviews: p50 {p50_ms:.2f} ms")
-    padding = measure_padding(model, ctx.reviews, max_batch_size, ctx.plan.padding_s)
+    latency = paths.batch_1_latency({"fast": fast.predict, "keras": plain.predict}, first)
+    say(f"  batch-1 p50 over {len(first)} reviews: {latency}")
+    texts, labels = ctx.test_texts, ctx.test_labels
+    if ctx.plan.agreement_reviews:
+        texts, labels = texts[: ctx.plan.agreement_reviews], labels[: ctx.plan.agreement_reviews]
+    agreement = paths.agreement(fast, plain, texts, labels)
+    say(f"  agreement over {len(texts)} test reviews: {agreement}")
+    # Padding and grouping by length matter to the Keras path (it runs on GPUs).
+    padding = measure_padding(plain, ctx.reviews, max_batch_size, ctx.plan.padding_s)
     say(
-        f"  short reviews: as served {padding['speedup']}x padded to maxlen; whole sample: "
+        f"  keras path, short reviews: as served {padding['speedup']}x padded to maxlen; "
         f"grouped by length {padding['grouping']['speedup']}x padded to the batch's longest"
     )
+    reference = None
+    if ctx.reference_version != served.version:
+        reference = measure_reference(ctx, sizes, max_batch_size)
+    for model in models.values():
+        model.close()
+    points = swept["fast"]
     return {
         "model": {
-            "name": model.name,
-            "version": model.version,
-            "preset": model.preset,
-            "maxlen": model.maxlen,
+            "name": fast.name,
+            "version": fast.version,
+            "preset": fast.preset,
+            "maxlen": fast.maxlen,
+            "scoring_path": fast.scoring_path,
+            "fast_path_lanes": fast.fast_path_lanes,
         },
         "limit": {
             "points": points,
             "best": best(points, max_batch_size),
             "batch_1": next(p for p in points if p["batch_size"] == 1),
-            "batch_1_latency": batch_1_latency,
+            "batch_1_latency": {
+                "batch_size": 1,
+                "batches": latency["fast"]["reviews"],
+                "latency_ms": latency["fast"],
+            },
             "max_batch_size": max_batch_size,
-            "grouping_cost": dataclasses.asdict(model.grouping_cost),
+            "grouping_cost": dataclasses.asdict(plain.grouping_cost),
+        },
+        "paths": {
+            "version": served.version,
+            "sweep": swept,
+            "batch_1_latency": latency,
+            "agreement": agreement,
+            "reference": reference,
         },
         "padding": padding,
     }
+
+
+def measure_reference(ctx: Context, sizes: list[int], max_batch_size: int) -> dict:
+    """The fixed reference version, fast against Keras, measured the same way."""
+    from server.model import ServingModel
+    from server.versions import complete_versions
+
+    version = complete_versions(ctx.reference_dir)[0]
+    fast = ServingModel.load_version(version, device="cpu")
+    plain = ServingModel.load_version(version, device="cpu-keras")
+    for model in (fast, plain):
+        model.warm_up()
+    say(f"reference in-process: {fast.describe()} beside {plain.describe()}")
+    predicts = {"fast": fast.predict, "keras": plain.predict}
+    swept = paths.sweep(predicts, ctx.reviews, sizes, ctx.plan.paths_s, ctx.plan.paths_rounds)
+    first = ctx.reviews[: ctx.plan.latency_reviews]
+    latency = paths.batch_1_latency(predicts, first)
+    for model in (fast, plain):
+        model.close()
+    return {"version": version.version, "sweep": swept, "batch_1_latency": latency}
 
 
 # -- the seed's way -----------------------------------------------------------------------
@@ -125,6 +181,7 @@ def run(ctx: Context, sample_description: dict) -> dict:
             "client_procs": ctx.procs,
         },
         "limit": in_process["limit"],
+        "paths": in_process["paths"],
         "padding": in_process["padding"],
         "batching_on": batching_on,
         "batching_off": batching_off,
@@ -181,7 +238,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         say(f"{len(sample.reviews)} test reviews from {sample.source} (seed {args.seed})")
         input_path = write_reviews(sample.reviews, work_dir / "reviews.txt")
-        ctx = Context(plan, model_dir, input_path, sample.reviews, work_dir, args.procs)
+        reference_dir, reference_version = snapshot_reference(
+            args.model_dir, model_dir, work_dir / "reference"
+        )
+        ctx = Context(
+            plan,
+            model_dir,
+            input_path,
+            sample.reviews,
+            work_dir,
+            args.procs,
+            reference_dir,
+            reference_version,
+            sample.test_texts,
+            sample.test_labels,
+        )
         results = run(ctx, sample.describe())
     elapsed_s = time.monotonic() - started_s
     results["meta"]["model"]["source_dir"] = str(args.model_dir.resolve())
@@ -204,6 +275,17 @@ def snapshot_model(model_dir: Path, into: Path) -> Path:
     version = complete_versions(model_dir)[0]
     shutil.copytree(version.path, into / version.path.name)
     return into
+
+
+def snapshot_reference(model_dir: Path, served_dir: Path, into: Path) -> tuple[Path, int]:
+    """(a model directory holding only REFERENCE_VERSION, that version), copied like the served
+    one; the served snapshot itself where that version is served or absent."""
+    served = complete_versions(served_dir)[0].version
+    found = [v for v in complete_versions(model_dir) if v.version == REFERENCE_VERSION]
+    if served == REFERENCE_VERSION or not found:
+        return served_dir, served
+    shutil.copytree(found[0].path, into / found[0].path.name)
+    return into, REFERENCE_VERSION
 
 
 def write_outputs(results: dict, out: Path) -> None:

@@ -84,8 +84,12 @@ def test_empty_and_malformed_input():
         group_by_length(np.ones((2, 2)), STEP_ROWS, CALL_ROW_STEPS)
 
 
-def test_a_split_batch_scores_each_review_as_if_alone(serving_model, monkeypatch):
-    # The default preset's cost model: the tiny model's own might not split this batch.
+def test_a_split_batch_scores_each_review_as_if_alone(tiny_model_dir, monkeypatch):
+    from server.model import ServingModel
+
+    # The Keras path groups by length (the fast path sorts and chunks on its own), with the
+    # default preset's cost model: the tiny model's own might not split this batch.
+    serving_model = ServingModel.load_latest(tiny_model_dir, device="cpu-keras")
     monkeypatch.setattr(serving_model, "grouping_cost", DEFAULT_COST)
     short = ["great fun", "dull plot", "superb", "awful movie", "loved it", "boring"] * 4
     long = [" ".join(["the plot was great and the actor superb"] * 10)] * 3
