@@ -167,7 +167,14 @@ SETTINGS = (
     Setting(
         "poll_s", _number, _between(0, 86_400), "how often to look for new model versions; 0: never"
     ),
-    Setting("device", str.lower, _one_of(DEVICES), "where the model runs", DEVICES),
+    Setting(
+        "device",
+        str.lower,
+        _one_of(DEVICES),
+        "where and how the model runs: cpu the XLA fast path, cpu-keras the plain Keras path, "
+        "gpu Keras with cuDNN, auto a GPU if TensorFlow sees one, else cpu",
+        DEVICES,
+    ),
     Setting("max_batch_size", _integer, _between(1, 4096), "most reviews in one model call"),
     Setting(
         "max_delay_ms",
