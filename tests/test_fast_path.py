@@ -118,9 +118,10 @@ def test_chunks_cover_every_row_in_compiled_sizes_with_little_padding(lanes):
         assert all(taken == bucket for taken, bucket in chunks[:-1])  # only the last is padded
         taken, bucket = chunks[-1]
         assert bucket - taken <= max(MAX_PADDED_ROWS_SHARE * bucket, SMALL_PADDING_ROWS)
-    # Two lanes: a full batch is cut in two, one chunk per core.
-    assert chunk_sizes(128, BATCH_BUCKETS, 2) == [(64, 64), (64, 64)]
-    assert chunk_sizes(64, BATCH_BUCKETS, 2) == [(32, 32), (32, 32)]
+    # Two lanes: a full batch is cut in four, two chunks per core; a smaller one in two.
+    assert chunk_sizes(128, BATCH_BUCKETS, 2) == [(32, 32)] * 4
+    assert chunk_sizes(64, BATCH_BUCKETS, 2) == [(32, 32)] * 2
+    assert chunk_sizes(128, BATCH_BUCKETS, 1) == [(64, 64)] * 2
     assert chunk_sizes(1, BATCH_BUCKETS, 2) == [(1, 1)]
 
 
