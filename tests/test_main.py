@@ -124,5 +124,7 @@ def test_sigterm_while_the_model_loads_ends_the_start_up_like_ctrl_c(tiny_model_
         server.wait_for_line(re.compile(r"settings: "))  # before TensorFlow is imported
         server.process.send_signal(signal.SIGTERM)
         assert server.wait(timeout_s=60) == 130, server.log
+    # Not asserted: that "serving on" never shows. Python runs the handler only between
+    # bytecodes, so on a loaded machine a signal sent during the import can be handled just
+    # after the listener opened; it still ends the start-up (exit 130), which is the contract.
     assert "interrupted during start-up" in server.log
-    assert "serving on" not in server.log
