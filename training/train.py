@@ -262,8 +262,11 @@ def train(
     if "val_loss" in history:
         val_metrics["loss"] = history["val_loss"][best_epoch - 1]
     print(f"validation: {json.dumps(val_metrics)}", flush=True)
+    # The IMDB validation split is val_split itself: its metrics are val_metrics, not rescored.
     validation_sets = {
-        name: evaluate.classification_metrics(
+        name: val_metrics
+        if labelled.split is val_split
+        else evaluate.classification_metrics(
             labelled.split.labels, evaluate.score_texts(model, labelled.split.texts), threshold
         )
         for name, labelled in mix.validation_sets.items()
