@@ -56,6 +56,7 @@ class SentimentServer:
     poller: asyncio.Task | None = None
     http_api: HttpApi | None = None  # with --http-port
     explainer: Explainer | None = None
+    servicer: SentimentServicer | None = None  # told to refuse new calls when the drain begins
 
     async def start(self) -> None:
         await self.grpc_server.start()
@@ -95,6 +96,8 @@ class SentimentServer:
             self.poller.cancel()
             await asyncio.gather(self.poller, return_exceptions=True)
             self.poller = None
+        if self.servicer is not None:
+            self.servicer.drain()
         await self.health.enter_graceful_shutdown()
         # In-flight calls still need the batcher, so it closes after both listeners stop.
         listeners = [self.grpc_server.stop(grace_s)]
@@ -192,6 +195,7 @@ async def create_server(
     logger.info("%s", security.describe(config))
     server = SentimentServer(grpc_server, batcher, health_servicer, models, config, metrics)
     server.explainer = explainer
+    server.servicer = servicer
     if config.http_port:  # the same servicer, so the same checks, limits and batcher
         server.http_api = HttpApi(
             servicer,

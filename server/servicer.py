@@ -98,11 +98,26 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         self._batcher = batcher
         self._limits = limits
         self._explainer = explainer
+        self._draining = False
+
+    def drain(self) -> None:
+        """From now on new Predict, StreamPredict and Explain calls are refused with
+        UNAVAILABLE; streams already open keep going until the listener's grace ends.
+
+        Called before health says NOT_SERVING: a caller that reacts to that at once
+        must not have its call queued behind the in-flight work being drained.
+        """
+        self._draining = True
+
+    def _refuse_if_draining(self) -> None:
+        if self._draining:
+            raise ShuttingDownError("the server is shutting down and takes no new reviews")
 
     async def Predict(
         self, request: sentiment_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> sentiment_pb2.PredictResponse:
         try:
+            self._refuse_if_draining()
             scores = await self.score_reviews(list(request.reviews), self._timeout_s(context))
         except Exception as error:  # a ServiceError, or a bug that status_of logs
             code, message, trailers = status_of(error)
@@ -117,6 +132,11 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         # The reader queues reviews as they arrive so one stream fills batches; this
         # generator answers in arrival order. The bounded `in_flight` queue stops the
         # reader (and, by flow control, the client) when too many await results.
+        if self._draining:
+            code, message, trailers = status_of(
+                ShuttingDownError("the server is shutting down and takes no new reviews")
+            )
+            await context.abort(code, message, trailing_metadata=trailers)  # raises
         in_flight: asyncio.Queue = asyncio.Queue(maxsize=self._limits.max_reviews_per_request)
         reader = asyncio.create_task(self._read_stream(request_iterator, in_flight, context))
         try:
@@ -153,6 +173,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         self, request: sentiment_pb2.ExplainRequest, context: grpc.aio.ServicerContext
     ) -> sentiment_pb2.ExplainResponse:
         try:
+            self._refuse_if_draining()
             explanation = await self.explain_review(request.review, self._timeout_s(context))
         except Exception as error:  # a ServiceError, or a bug that status_of logs
             code, message, trailers = status_of(error)

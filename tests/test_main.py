@@ -71,6 +71,31 @@ def test_stop_says_not_serving_refuses_new_calls_and_finishes_in_flight_ones(sta
     assert model.calls == [["x"]]
 
 
+def test_once_the_drain_begins_new_calls_of_every_kind_are_refused_not_queued(start_server):
+    # The listener still accepts connections here (as in the instant between health
+    # saying NOT_SERVING and gRPC's own stop): the servicer itself must refuse, or a
+    # new call would wait behind the held in-flight one until its deadline.
+    model = HeldModel()
+    with start_server(model=model) as running, grpc.insecure_channel(running.target) as channel:
+        stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+        in_flight = occupy_blocking(stub, model, "x")
+        running.server.servicer.drain()
+        with pytest.raises(grpc.RpcError) as predict:
+            stub.Predict(sentiment_pb2.PredictRequest(reviews=["new"]), timeout=5)
+        with pytest.raises(grpc.RpcError) as stream:
+            list(
+                stub.StreamPredict(
+                    iter([sentiment_pb2.StreamPredictRequest(review="new")]), timeout=5
+                )
+            )
+        model.release.set()
+        assert in_flight.result().predictions[0].score == pytest.approx(0.75)
+    for refused in (predict, stream):
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in refused.value.details()
+    assert model.calls == [["x"]]
+
+
 def test_main_exits_2_naming_a_bad_setting(capsys):
     assert main(["--port", "not-a-port"]) == 2
     assert "--port='not-a-port' is not an integer" in capsys.readouterr().err
