@@ -120,6 +120,10 @@ class ServerProcess:
 
     def counters(self) -> dict[str, float]:
         """The batcher's batch and review counters, scraped from /metrics."""
+        return self.scrape(_COUNTERS)
+
+    def scrape(self, names: tuple[str, ...]) -> dict[str, float]:
+        """These unlabelled samples from the server's /metrics."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
@@ -127,9 +131,9 @@ class ServerProcess:
             sample.name: sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name in _COUNTERS and not sample.labels
+            if sample.name in names and not sample.labels
         }
-        missing = set(_COUNTERS) - set(found)
+        missing = set(names) - set(found)
         if missing:
             raise RuntimeError(f"{url} lacks {', '.join(sorted(missing))}")
         return found

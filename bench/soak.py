@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.soak              # 100,000 requests at concurrency 128
     .venv/bin/python -m bench.soak --quick      # CI's short version (a few thousand)
+    .venv/bin/python -m bench.soak --long --plot-out reports/soak/rss-long.svg   # 1,000,000
     .venv/bin/python -m bench.soak --model-dir models/imdb-lstm --json-out soak.json
 
 The load (bench.soak_load) mixes valid single- and multi-review calls, streams,
@@ -10,12 +11,17 @@ The report counts requests sent, results, each error code and lost requests,
 and reads the server's RSS at start, after warm-up, at its peak and at the end.
 It passes when nothing is lost or unexpected, RSS grew under 50 MiB after
 warm-up, every request ran within the time bound and the server drained to exit 0.
+Every `sample_every` requests it also records the server's RSS and the blocks the
+Python allocator holds (from its /metrics): the curve that tells a leak, which keeps
+growing, from a heap that levels off, and a Python leak from a native one. The long
+plan also requires the curve to be flat (under 5 MiB) over its second half.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import sys
@@ -39,10 +45,21 @@ class Plan:
     requests: int
     concurrency: int
     max_duration_s: float  # of the load; start-up and drain come on top
+    sample_every: int = 10_000  # requests between memory readings
+    # RSS may grow at most this much over the second half of the run; None: not checked.
+    max_second_half_growth_mib: float | None = None
 
 
 FULL = Plan(requests=100_000, concurrency=128, max_duration_s=540)
-QUICK = Plan(requests=3_000, concurrency=128, max_duration_s=120)
+QUICK = Plan(requests=3_000, concurrency=128, max_duration_s=120, sample_every=500)
+LONG = Plan(
+    requests=1_000_000,
+    concurrency=128,
+    max_duration_s=4 * 3600,
+    sample_every=50_000,
+    max_second_half_growth_mib=5,
+)
+HEAP_BLOCKS = "python_heap_allocated_blocks"
 
 
 def say(message: str) -> None:
@@ -61,6 +78,7 @@ def build_report(
     rss: dict[str, float],
     exit_code: int,
     model_dir: Path,
+    curve: list[dict] | None = None,
 ) -> dict:
     codes = tally.codes()
     lost = tally.lost + max(tally.unaccounted, 0)
@@ -90,7 +108,10 @@ def build_report(
         "rss_growth_after_warm_up_mib": mib(rss["end"] - rss["after_warm_up"]),
         "server_exit_code": exit_code,
         "model_dir": str(model_dir),
+        "memory_curve": curve or [],
     }
+    second_half = second_half_growth_mib(report["memory_curve"], plan.requests)
+    report["rss_growth_second_half_mib"] = second_half
     failures = []
     if lost:
         failures.append(f"{lost} requests lost")
@@ -98,6 +119,9 @@ def build_report(
         failures.append(f"{tally.unexpected} unexpected outcomes")
     if report["rss_growth_after_warm_up_mib"] >= MAX_RSS_GROWTH_MIB:
         failures.append(f"RSS grew {report['rss_growth_after_warm_up_mib']} MiB after warm-up")
+    limit = plan.max_second_half_growth_mib
+    if limit is not None and (second_half is None or second_half >= limit):
+        failures.append(f"RSS grew {second_half} MiB over the second half (limit {limit})")
     if cut_short or sent < plan.requests:
         failures.append(f"only {sent} of {plan.requests} requests ran within the time bound")
     if exit_code != 0:
@@ -105,6 +129,14 @@ def build_report(
     report["failures"] = failures
     report["passed"] = not failures
     return report
+
+
+def second_half_growth_mib(curve: list[dict], requests: int) -> float | None:
+    """RSS at the last reading minus RSS at the first reading from half-way on."""
+    second_half = [point for point in curve if point["requests"] >= requests // 2]
+    if len(second_half) < 2:
+        return None
+    return round(float(second_half[-1]["rss_mib"] - second_half[0]["rss_mib"]), 1)
 
 
 def format_report(report: dict) -> str:
@@ -124,13 +156,49 @@ def format_report(report: dict) -> str:
         f"server RSS MiB  start {rss['start']}, after warm-up {rss['after_warm_up']}, "
         f"peak {rss['peak']}, end {rss['end']} "
         f"(growth after warm-up {report['rss_growth_after_warm_up_mib']})",
+        f"second half     RSS growth {report['rss_growth_second_half_mib']} MiB",
         f"server exit     {report['server_exit_code']}",
         "verdict         " + ("PASS" if report["passed"] else "FAIL: " + "; ".join(failures)),
     ]
     for kind, numbers in report["by_kind"].items():
         outcomes = ", ".join(f"{c} {n:,}" for c, n in sorted(numbers["outcomes"].items()))
         lines.append(f"  {kind:<15} {numbers['sent']:>7,}  {outcomes}")
+    lines.append("memory          requests  RSS MiB  Python heap blocks")
+    for point in report["memory_curve"]:
+        lines.append(
+            f"  {point['requests']:>22,}  {point['rss_mib']:>7}  {point['heap_blocks']:>18,}"
+        )
     return "\n".join(lines)
+
+
+def write_plot(report: dict, path: Path) -> None:
+    """The memory curve: RSS and the Python heap's blocks against requests served."""
+    import matplotlib  # the `train` extra; only this report needs it
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    curve = report["memory_curve"]
+    requests = [point["requests"] for point in curve]
+    figure, rss_axis = pyplot.subplots(figsize=(8, 4.5))
+    rss_axis.plot(requests, [point["rss_mib"] for point in curve], "o-", color="tab:blue")
+    rss_axis.set_xlabel("requests served")
+    rss_axis.set_ylabel("server RSS (MiB)", color="tab:blue")
+    heap_axis = rss_axis.twinx()
+    heap_axis.plot(
+        requests, [point["heap_blocks"] / 1e6 for point in curve], "s--", color="tab:orange"
+    )
+    heap_axis.set_ylabel("Python heap (million blocks)", color="tab:orange")
+    rss_axis.set_title(
+        f"{report['requests_sent']:,} mixed requests at concurrency {report['concurrency']}: "
+        f"growth after warm-up {report['rss_growth_after_warm_up_mib']} MiB, "
+        f"second half {report['rss_growth_second_half_mib']} MiB",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    pyplot.close(figure)
 
 
 def soak(plan: Plan, model_dir: Path, work_dir: Path, seed: int, reviews: list[str]) -> dict:
@@ -142,14 +210,16 @@ def soak(plan: Plan, model_dir: Path, work_dir: Path, seed: int, reviews: list[s
         say(f"server up on {server.target}, RSS {mib(rss['start'])} MiB; {plan}")
         mix = Mix(reviews, defaults.max_review_bytes, defaults.max_reviews_per_request)
         warm_up_at = max(1, int(plan.requests * WARM_UP_FRACTION))
-        report_every = max(1, plan.requests // 10)
+        curve: list[dict] = []
 
         def on_progress(done: int, tally: Tally) -> None:
             if done == warm_up_at:
                 rss["after_warm_up"] = float(server.memory_bytes()["rss_bytes"])
-            if done % report_every == 0:
+            if done % plan.sample_every == 0:
                 now = server.memory_bytes()["rss_bytes"]
-                say(f"{done:,} done, lost {tally.lost}, RSS {mib(now)} MiB")
+                blocks = int(server.scrape((HEAP_BLOCKS,))[HEAP_BLOCKS])
+                curve.append({"requests": done, "rss_mib": mib(now), "heap_blocks": blocks})
+                say(f"{done:,} done, lost {tally.lost}, RSS {mib(now)} MiB, {blocks:,} blocks")
 
         with PeakRss(server.process.pid) as peak:
             tally, elapsed_s, cut_short = asyncio.run(
@@ -169,14 +239,16 @@ def soak(plan: Plan, model_dir: Path, work_dir: Path, seed: int, reviews: list[s
         rss["peak"] = float(max(peak.peak_bytes, rss["end"]))
     finally:
         exit_code = server.stop()
-    return build_report(plan, tally, elapsed_s, cut_short, rss, exit_code, model_dir)
+    return build_report(plan, tally, elapsed_s, cut_short, rss, exit_code, model_dir, curve)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.soak", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help=f"CI's short version: {QUICK}")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true", help=f"CI's short version: {QUICK}")
+    length.add_argument("--long", action="store_true", help=f"the long soak: {LONG}")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--requests", type=int, help="override the plan's request count")
     parser.add_argument("--concurrency", type=int, help="override the plan's concurrency")
@@ -184,13 +256,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path, help="also write the report here as JSON")
     parser.add_argument("--work-dir", type=Path, help="server log goes here (default: a temp dir)")
+    parser.add_argument("--plot-out", type=Path, help="draw the memory curve here (SVG or PNG)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    plan = Plan(
+    plan = QUICK if args.quick else LONG if args.long else FULL
+    plan = dataclasses.replace(
+        plan,
         requests=args.requests or plan.requests,
         concurrency=args.concurrency or plan.concurrency,
         max_duration_s=args.max_duration_s or plan.max_duration_s,
@@ -211,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot_out:
+        write_plot(report, args.plot_out)
     return 0 if report["passed"] else 1
 
 

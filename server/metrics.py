@@ -6,18 +6,28 @@ numbers exist in one place only. Distributions (call latency, queue wait,
 inference time, batch size) are histograms fed as events happen: by the call
 observer for each call and by the batcher's `on_batch` hook for each batch.
 Call metrics use go-grpc-prometheus's names, so existing gRPC dashboards work.
-Everything lives in one private registry per server.
+Everything lives in one private registry per server, with the standard process
+and garbage-collector collectors and the Python heap's allocated blocks, so a
+memory curve can tell a growing Python heap from a growing native one.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from server.batcher import BatcherStats, BatchRecord
@@ -63,6 +73,9 @@ class ServerMetrics:
     def __init__(self, max_batch_size: int):
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, CPU seconds
+        GCCollector(registry=r)
+        r.register(PythonHeapCollector())
         self.calls_started = Counter(
             "grpc_server_started", "Calls started.", _CALL_LABELS, registry=r
         )
@@ -141,6 +154,17 @@ def _service_and_method(method: str) -> tuple[str, str]:
     """ "/sentiment.v1.SentimentService/Predict" -> ("sentiment.v1.SentimentService", "Predict")."""
     service, _, name = method.lstrip("/").rpartition("/")
     return service, name
+
+
+class PythonHeapCollector:
+    """Blocks the Python allocator holds now: flat while RSS grows means native memory grows."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "python_heap_allocated_blocks",
+            "Memory blocks allocated by the Python interpreter (sys.getallocatedblocks()).",
+            value=sys.getallocatedblocks(),
+        )
 
 
 class BatcherCollector:

@@ -104,4 +104,8 @@ def test_scrape_after_traffic_counts_calls_reviews_batches_and_the_version(start
     assert values[("sentiment_inference_seconds_sum", ())] > 0
     assert values[("sentiment_queue_depth", ())] == 0
     assert values[("sentiment_model_info", (("name", "imdb-lstm"), ("version", "1")))] == 1
-    assert "process_cpu_seconds_total" not in text  # a private registry: only our metrics
+    # A private registry: the process, GC and heap figures are there, the default one's not.
+    assert values[("process_resident_memory_bytes", ())] > 0
+    assert values[("python_heap_allocated_blocks", ())] > 0
+    assert ("python_gc_collections_total", (("generation", "0"),)) in values
+    assert "python_info" not in text

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.soak import FULL, QUICK, Plan, build_report
+from bench.soak import FULL, LONG, QUICK, Plan, build_report, write_plot
 from bench.soak_load import MIX, Mix, Tally
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
 
@@ -18,6 +18,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_the_full_soak_is_at_least_100000_requests_at_concurrency_128_within_10_minutes():
     assert FULL.requests >= 100_000 and FULL.concurrency >= 128
     assert FULL.max_duration_s <= 600
+
+
+def test_the_long_soak_is_1000000_requests_read_every_50000_and_flat_over_its_second_half():
+    assert LONG.requests >= 1_000_000 and LONG.concurrency >= 128
+    assert LONG.sample_every <= 50_000 and LONG.max_second_half_growth_mib <= 5
 
 
 def test_quick_soak_against_the_tiny_model_loses_nothing_and_reports_everything(
@@ -53,12 +58,21 @@ def test_quick_soak_against_the_tiny_model_loses_nothing_and_reports_everything(
     assert report["rss_growth_after_warm_up_mib"] < 50
     assert report["server_exit_code"] == 0
     assert "lost            0" in finished.stdout and "PASS" in finished.stdout
+    # The memory curve: a reading every 500 requests, RSS and the Python heap's blocks.
+    curve = report["memory_curve"]
+    assert [point["requests"] for point in curve] == list(range(500, 3_001, 500))
+    assert all(point["rss_mib"] > 0 and point["heap_blocks"] > 0 for point in curve)
+    write_plot(report, tmp_path / "memory.svg")
+    assert (tmp_path / "memory.svg").read_text().lstrip().startswith("<?xml")
 
 
-def _report(tally: Tally, **rss_mib: float) -> dict:
+SMALL = Plan(10, 2, 60)
+
+
+def _report(tally: Tally, plan: Plan = SMALL, curve=None, **rss_mib: float) -> dict:
     rss = {"start": 500.0, "after_warm_up": 510.0, "peak": 520.0, "end": 515.0, **rss_mib}
     rss_bytes = {name: value * 1024 * 1024 for name, value in rss.items()}
-    return build_report(Plan(10, 2, 60), tally, 1.0, False, rss_bytes, 0, Path("m"))
+    return build_report(plan, tally, 1.0, False, rss_bytes, 0, Path("m"), curve)
 
 
 def test_an_incomplete_result_counts_as_lost_and_fails_the_soak():
@@ -97,3 +111,25 @@ def test_rss_growth_after_warm_up_of_50_mib_fails_the_soak():
     assert _report(tally)["passed"]
     grown = _report(tally, end=560.0, peak=560.0)
     assert grown["rss_growth_after_warm_up_mib"] == 50.0 and not grown["passed"]
+
+
+def test_rss_still_growing_over_the_second_half_of_the_long_plan_fails_it():
+    tally = Tally()
+    tally.sent["single"] += 10
+    for _ in range(10):
+        tally.record("single", "OK")
+    plan = Plan(10, 2, 60, sample_every=2, max_second_half_growth_mib=5)
+
+    def curve(*rss_mib: float) -> list[dict]:
+        return [
+            {"requests": 2 * (n + 1), "rss_mib": rss, "heap_blocks": 1000}
+            for n, rss in enumerate(rss_mib)
+        ]
+
+    levelled = _report(tally, plan, curve(500, 512, 514, 515, 516))
+    assert levelled["rss_growth_second_half_mib"] == 2 and levelled["passed"]
+    growing = _report(tally, plan, curve(500, 505, 508, 511, 514))  # 3 MiB a reading, steady
+    assert growing["rss_growth_second_half_mib"] == 6 and not growing["passed"]
+    assert "RSS grew 6.0 MiB over the second half (limit 5)" in growing["failures"]
+    unread = _report(tally, plan, [])
+    assert not unread["passed"]  # no curve, no proof
