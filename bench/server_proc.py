@@ -120,23 +120,23 @@ class ServerProcess:
 
     def counters(self) -> dict[str, float]:
         """The batcher's batch and review counters, scraped from /metrics."""
-        return self.scrape(_COUNTERS)
+        found = self.scrape(_COUNTERS)
+        missing = set(_COUNTERS) - set(found)
+        if missing:
+            raise RuntimeError(f"/metrics lacks {', '.join(sorted(missing))}")
+        return found
 
     def scrape(self, names: tuple[str, ...]) -> dict[str, float]:
-        """These unlabelled samples from the server's /metrics."""
+        """Those of these unlabelled samples that the server's /metrics has."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
-        found = {
+        return {
             sample.name: sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
             if sample.name in names and not sample.labels
         }
-        missing = set(names) - set(found)
-        if missing:
-            raise RuntimeError(f"{url} lacks {', '.join(sorted(missing))}")
-        return found
 
     def stop(self) -> int:
         """SIGTERM (the server drains), then SIGKILL if it has not gone in time; the exit code."""

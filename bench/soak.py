@@ -60,6 +60,10 @@ LONG = Plan(
     max_second_half_growth_mib=5,
 )
 HEAP_BLOCKS = "python_heap_allocated_blocks"
+MALLOC_GAUGES = {
+    "process_malloc_in_use_bytes": "malloc_in_use_mib",
+    "process_malloc_free_bytes": "malloc_free_mib",
+}
 
 
 def say(message: str) -> None:
@@ -163,16 +167,18 @@ def format_report(report: dict) -> str:
     for kind, numbers in report["by_kind"].items():
         outcomes = ", ".join(f"{c} {n:,}" for c, n in sorted(numbers["outcomes"].items()))
         lines.append(f"  {kind:<15} {numbers['sent']:>7,}  {outcomes}")
-    lines.append("memory          requests  RSS MiB  Python heap blocks")
+    lines.append("memory          requests  RSS MiB  Python heap blocks  malloc in use / free MiB")
     for point in report["memory_curve"]:
         lines.append(
             f"  {point['requests']:>22,}  {point['rss_mib']:>7}  {point['heap_blocks']:>18,}"
+            f"  {point.get('malloc_in_use_mib')} / {point.get('malloc_free_mib')}"
         )
     return "\n".join(lines)
 
 
 def write_plot(report: dict, path: Path) -> None:
-    """The memory curve: RSS and the Python heap's blocks against requests served."""
+    """The memory curve against requests served: RSS above; the Python heap's blocks and
+    (on glibc) malloc's free bytes below, the two places where growth can hide."""
     import matplotlib  # the `train` extra; only this report needs it
 
     matplotlib.use("Agg")
@@ -180,25 +186,46 @@ def write_plot(report: dict, path: Path) -> None:
 
     curve = report["memory_curve"]
     requests = [point["requests"] for point in curve]
-    figure, rss_axis = pyplot.subplots(figsize=(8, 4.5))
-    rss_axis.plot(requests, [point["rss_mib"] for point in curve], "o-", color="tab:blue")
-    rss_axis.set_xlabel("requests served")
-    rss_axis.set_ylabel("server RSS (MiB)", color="tab:blue")
-    heap_axis = rss_axis.twinx()
+    figure, (rss_axis, heap_axis) = pyplot.subplots(2, 1, figsize=(8, 6), sharex=True)
+    rss_axis.plot(requests, [point["rss_mib"] for point in curve], "o-", label="RSS")
+    if all("malloc_in_use_mib" in point for point in curve):
+        rss_axis.plot(
+            requests, [point["malloc_in_use_mib"] for point in curve], "^-", label="malloc in use"
+        )
+    rss_axis.set_ylabel("MiB")
+    rss_axis.legend(loc="center right", fontsize=8)
+    rss_axis.set_title(
+        f"{report['requests_sent']:,} mixed requests at concurrency {report['concurrency']}: "
+        f"RSS growth after warm-up {report['rss_growth_after_warm_up_mib']} MiB, "
+        f"over the second half {report['rss_growth_second_half_mib']} MiB",
+        fontsize=9,
+    )
     heap_axis.plot(
         requests, [point["heap_blocks"] / 1e6 for point in curve], "s--", color="tab:orange"
     )
     heap_axis.set_ylabel("Python heap (million blocks)", color="tab:orange")
-    rss_axis.set_title(
-        f"{report['requests_sent']:,} mixed requests at concurrency {report['concurrency']}: "
-        f"growth after warm-up {report['rss_growth_after_warm_up_mib']} MiB, "
-        f"second half {report['rss_growth_second_half_mib']} MiB",
-        fontsize=9,
-    )
+    heap_axis.set_xlabel("requests served")
+    if all("malloc_free_mib" in point for point in curve):
+        free_axis = heap_axis.twinx()
+        free_axis.plot(
+            requests, [point["malloc_free_mib"] for point in curve], "d:", color="tab:green"
+        )
+        free_axis.set_ylabel("malloc free, kept (MiB)", color="tab:green")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     pyplot.close(figure)
+
+
+def memory_point(server: ServerProcess, requests: int) -> dict:
+    """The server's RSS, Python heap blocks and (glibc) malloc bytes, after `requests`."""
+    rss = server.memory_bytes()["rss_bytes"]
+    found = server.scrape((HEAP_BLOCKS, *MALLOC_GAUGES))
+    point = {"requests": requests, "rss_mib": mib(rss), "heap_blocks": int(found[HEAP_BLOCKS])}
+    for gauge, key in MALLOC_GAUGES.items():
+        if gauge in found:
+            point[key] = mib(found[gauge])
+    return point
 
 
 def soak(plan: Plan, model_dir: Path, work_dir: Path, seed: int, reviews: list[str]) -> dict:
@@ -216,10 +243,13 @@ def soak(plan: Plan, model_dir: Path, work_dir: Path, seed: int, reviews: list[s
             if done == warm_up_at:
                 rss["after_warm_up"] = float(server.memory_bytes()["rss_bytes"])
             if done % plan.sample_every == 0:
-                now = server.memory_bytes()["rss_bytes"]
-                blocks = int(server.scrape((HEAP_BLOCKS,))[HEAP_BLOCKS])
-                curve.append({"requests": done, "rss_mib": mib(now), "heap_blocks": blocks})
-                say(f"{done:,} done, lost {tally.lost}, RSS {mib(now)} MiB, {blocks:,} blocks")
+                point = memory_point(server, done)
+                curve.append(point)
+                say(
+                    f"{done:,} done, lost {tally.lost}, RSS {point['rss_mib']} MiB, "
+                    f"{point['heap_blocks']:,} Python heap blocks, malloc in use "
+                    f"{point.get('malloc_in_use_mib')} MiB, free {point.get('malloc_free_mib')} MiB"
+                )
 
         with PeakRss(server.process.pid) as peak:
             tally, elapsed_s, cut_short = asyncio.run(

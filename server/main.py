@@ -29,6 +29,7 @@ from server.explain import Explainer
 from server.http_api import HttpApi
 from server.interceptor import CallObserver
 from server.logs import configured_logging
+from server.malloc import cap_arenas
 from server.metrics import MetricsServer, ServerMetrics, start_metrics_server
 from server.model_gate import ModelGate
 from server.servicer import RequestLimits, SentimentServicer
@@ -276,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with _sigterm_interrupts():
                 logger.info("settings: %s", describe(config))
+                # Before gRPC's and TensorFlow's threads start: arenas made before stay.
+                logger.info("%s", cap_arenas(config.malloc_arena_max))
                 asyncio.run(serve(config))
         except StartupError as exc:
             logger.error("cannot start: %s", exc)

@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from server.batcher import BatcherStats, BatchRecord
 from server.explain import ExplainerStats
+from server.malloc import malloc_bytes
 
 # Seconds: a micro-batched call takes milliseconds, a queued one up to its deadline.
 CALL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -157,7 +158,8 @@ def _service_and_method(method: str) -> tuple[str, str]:
 
 
 class PythonHeapCollector:
-    """Blocks the Python allocator holds now: flat while RSS grows means native memory grows."""
+    """The Python allocator's blocks and glibc malloc's bytes in use and free: which one grows
+    when RSS does (a flat Python heap and growing free bytes: the allocator keeps memory)."""
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -165,6 +167,18 @@ class PythonHeapCollector:
             "Memory blocks allocated by the Python interpreter (sys.getallocatedblocks()).",
             value=sys.getallocatedblocks(),
         )
+        held = malloc_bytes()
+        if held is not None:  # glibc only
+            yield GaugeMetricFamily(
+                "process_malloc_in_use_bytes",
+                "Bytes glibc's malloc has handed out and not had back.",
+                value=held["in_use"],
+            )
+            yield GaugeMetricFamily(
+                "process_malloc_free_bytes",
+                "Bytes freed to glibc's malloc and kept in its arenas (part of RSS).",
+                value=held["free"],
+            )
 
 
 class BatcherCollector:
