@@ -187,13 +187,14 @@ def write_plot(report: dict, path: Path) -> None:
     curve = report["memory_curve"]
     requests = [point["requests"] for point in curve]
     figure, (rss_axis, heap_axis) = pyplot.subplots(2, 1, figsize=(8, 6), sharex=True)
-    rss_axis.plot(requests, [point["rss_mib"] for point in curve], "o-", label="RSS")
+    rss_axis.plot(requests, [point["rss_mib"] for point in curve], "o-", color="tab:blue")
+    rss_axis.set_ylabel("server RSS (MiB)", color="tab:blue")
     if all("malloc_in_use_mib" in point for point in curve):
-        rss_axis.plot(
-            requests, [point["malloc_in_use_mib"] for point in curve], "^-", label="malloc in use"
+        in_use_axis = rss_axis.twinx()
+        in_use_axis.plot(
+            requests, [point["malloc_in_use_mib"] for point in curve], "^-", color="tab:red"
         )
-    rss_axis.set_ylabel("MiB")
-    rss_axis.legend(loc="center right", fontsize=8)
+        in_use_axis.set_ylabel("malloc in use (MiB)", color="tab:red")
     rss_axis.set_title(
         f"{report['requests_sent']:,} mixed requests at concurrency {report['concurrency']}: "
         f"RSS growth after warm-up {report['rss_growth_after_warm_up_mib']} MiB, "
