@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 START_TIMEOUT_S = 180.0
@@ -68,10 +69,19 @@ def server_command() -> list[str]:
 class ServerProcess:
     """One running `sentiment-server`; use `start_server(...)` to get one that is SERVING."""
 
-    def __init__(self, model_dir: Path, log_path: Path, settings: dict[str, object]):
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        settings: dict[str, object],
+        *,
+        port: int | None = None,
+        metrics_port: int | None = None,
+    ):
+        """Free ports unless given (a replica restarted where its clients expect it)."""
         self.name = log_path.stem  # for progress lines
-        self.port = free_port()
-        self.metrics_port = free_port()
+        self.port = port or free_port()
+        self.metrics_port = metrics_port or free_port()
         self.settings = settings
         flags = {
             "host": "127.0.0.1",
@@ -97,7 +107,13 @@ class ServerProcess:
     def wait_until_serving(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Polls the health service until SERVING; fails with the server's log if it exits."""
         deadline_s = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.target) as channel:
+        # gRPC's reconnect backoff (1 s growing to 120 s) would see a server that took a minute
+        # to load seconds late; reconnect as often as this polls.
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 200),
+        ]
+        with grpc.insecure_channel(self.target, options=options) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 if self.process.poll() is not None:
@@ -115,6 +131,26 @@ class ServerProcess:
                     raise TimeoutError(f"sentiment-server did not serve within {timeout_s:g} s")
                 time.sleep(0.2)
 
+    def metric_families(self) -> list[Metric]:
+        """Every metric family the server's /metrics serves now."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return list(text_string_to_metric_families(response.read().decode()))
+
+    def predict_calls(self) -> dict[str, float]:
+        """Predict calls started, and finished by status code ("OK", ...), from /metrics."""
+        calls: dict[str, float] = {"started": 0.0}
+        for family in self.metric_families():
+            for sample in family.samples:
+                if sample.labels.get("grpc_method") != "Predict":
+                    continue
+                if sample.name == "grpc_server_started_total":
+                    calls["started"] += sample.value
+                elif sample.name == "grpc_server_handled_total":
+                    code = sample.labels["grpc_code"]
+                    calls[code] = calls.get(code, 0.0) + sample.value
+        return calls
+
     def memory_bytes(self) -> dict[str, int]:
         return read_memory_bytes(self.process.pid)
 
@@ -128,15 +164,19 @@ class ServerProcess:
 
     def scrape(self, names: tuple[str, ...]) -> dict[str, float]:
         """Those of these unlabelled samples that the server's /metrics has."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
         return {
             sample.name: sample.value
-            for family in text_string_to_metric_families(text)
+            for family in self.metric_families()
             for sample in family.samples
             if sample.name in names and not sample.labels
         }
+
+    def kill(self) -> int:
+        """SIGKILL: no drain, connections cut as a crash or an OOM kill cuts them; the exit code."""
+        self.process.kill()
+        self.process.wait()
+        self._log.close()
+        return self.process.returncode
 
     def stop(self) -> int:
         """SIGTERM (the server drains), then SIGKILL if it has not gone in time; the exit code."""

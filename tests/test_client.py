@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import socket
 import time
 
 import grpc
@@ -163,6 +164,8 @@ def test_ledger_counts_time_owed_only_while_the_caller_waits():
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"target": " "}, "target"),
         ({"token": "two\nlines"}, "token"),
+        ({"load_balancing": "least_request"}, "load_balancing must be one of"),
+        ({"max_reconnect_backoff_s": 0}, "max_reconnect_backoff_s"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs, named):
@@ -184,7 +187,24 @@ def test_retry_policy_limits_and_service_config():
         "UNAVAILABLE",
         "RESOURCE_EXHAUSTED",
     }
-    assert dict(ClientConfig(retry=None).channel_options()) == {"grpc.enable_retries": 0}
+    without = dict(ClientConfig(retry=None).channel_options())
+    assert without["grpc.enable_retries"] == 0
+    assert "methodConfig" not in json.loads(without["grpc.service_config"])
+
+
+def test_load_balancing_and_reconnect_backoff_reach_the_channel_options():
+    options = dict(ClientConfig().channel_options())
+    service_config = json.loads(options["grpc.service_config"])
+    assert service_config["loadBalancingConfig"] == [{"pick_first": {}}]  # gRPC's default
+    assert options["grpc.max_reconnect_backoff_ms"] == 5000  # not gRPC's 120 s
+    assert options["grpc.initial_reconnect_backoff_ms"] == 1000
+    config = ClientConfig(load_balancing="round_robin", max_reconnect_backoff_s=0.25)
+    options = dict(config.channel_options())
+    service_config = json.loads(options["grpc.service_config"])
+    assert service_config["loadBalancingConfig"] == [{"round_robin": {}}]
+    assert service_config["methodConfig"][0]["retryPolicy"]["maxAttempts"] == 4
+    assert options["grpc.initial_reconnect_backoff_ms"] == 250  # never above the cap
+    assert options["grpc.max_reconnect_backoff_ms"] == 250
 
 
 def test_tls_needs_cert_and_key_together():
@@ -272,6 +292,49 @@ def test_without_retries_the_first_failure_is_raised():
     with fake_client(service, retry=None) as client, pytest.raises(OverloadedError):
         client.predict(["good"])
     assert service.predict_calls == 1
+
+
+@pytest.mark.parametrize("load_balancing, spread", [("pick_first", False), ("round_robin", True)])
+def test_round_robin_spreads_calls_over_every_address_of_the_target(load_balancing, spread):
+    services = [FakeSentimentService(), FakeSentimentService()]
+    with serve(services[0]) as first, serve(services[1]) as second:
+        target = f"ipv4:{first},{second}"
+        with SentimentClient(target, load_balancing=load_balancing) as client:
+            for _ in range(20):
+                client.predict(["good"])
+    calls = sorted(service.predict_calls for service in services)
+    if spread:  # in turn, once both connections are up (the second may connect a call later)
+        assert calls[0] >= 5 and sum(calls) == 20, calls
+    else:
+        assert calls == [0, 20]
+
+
+def _connection_attempts(max_reconnect_backoff_s: float, window_s: float = 2.5) -> int:
+    """How often a client reconnects to a lost server within `window_s`: a listener on the
+    server's port accepts each attempt and closes it at once, so every attempt fails."""
+    port = closed_port()
+    with SentimentClient(
+        f"127.0.0.1:{port}", retry=None, max_reconnect_backoff_s=max_reconnect_backoff_s
+    ) as client:
+        with pytest.raises(UnavailableError):
+            client.predict(["good"])  # the first attempt: refused, the backoff begins
+        attempts = 0
+        with socket.create_server(("127.0.0.1", port)) as listener:
+            listener.settimeout(0.1)
+            ends_s = time.monotonic() + window_s
+            while time.monotonic() < ends_s:
+                with contextlib.suppress(TimeoutError):
+                    connection, _ = listener.accept()
+                    connection.close()
+                    attempts += 1
+    return attempts
+
+
+def test_a_lost_server_is_tried_again_at_least_every_max_reconnect_backoff_s():
+    # 0.25 s apart: about 9 attempts in 2.5 s (5 leaves room for a busy machine). gRPC's own
+    # backoff (1 s, growing 1.6x) makes 1 or 2: a server that came back would wait that long.
+    assert _connection_attempts(max_reconnect_backoff_s=0.25) >= 5
+    assert _connection_attempts(max_reconnect_backoff_s=120) <= 2
 
 
 def test_token_is_sent_as_bearer_metadata_on_every_call():

@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from imdb_sentiment_client.config import RetryPolicy
+from imdb_sentiment_client.config import ClientConfig
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from tests.server_subprocess import ServerSubprocess
 from tests.test_logs import TF_NATIVE_LINE
@@ -22,19 +22,13 @@ STOPPED_REVIEWS = re.compile(r"stopped; batcher stats: batches=\d+ reviews=(\d+)
 
 
 def round_robin_channel(ports: list[int]) -> grpc.Channel:
-    """Every address in one `ipv4:` target; round_robin spreads calls over all of them."""
+    """Every address in one `ipv4:` target; round_robin spreads calls over all of them.
+
+    The client library's channel: its retries (UNAVAILABLE, RESOURCE_EXHAUSTED) and its
+    load-balancing setting, as code calling the stubs directly would get it.
+    """
     target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
-    # The client library's retries (UNAVAILABLE, RESOURCE_EXHAUSTED) plus the LB policy.
-    service_config = {
-        **RetryPolicy().service_config(),
-        "loadBalancingConfig": [{"round_robin": {}}],
-    }
-    options = [
-        ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", json.dumps(service_config)),
-    ]
-    return grpc.insecure_channel(target, options=options)
+    return ClientConfig(target, load_balancing="round_robin").open_channel(grpc)
 
 
 def predict_calls_ok(metrics_port: int) -> float:

@@ -9,7 +9,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 import grpc
 import grpc.aio
 
-from imdb_sentiment_client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TlsConfig
+from imdb_sentiment_client.config import (
+    DEFAULT_MAX_RECONNECT_BACKOFF_S,
+    DEFAULT_TARGET,
+    ClientConfig,
+    RetryPolicy,
+    TlsConfig,
+)
 from imdb_sentiment_client.errors import DeadlineExceededError, ProtocolError, from_rpc_error
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from imdb_sentiment_client.stream_ledger import StreamLedger
@@ -52,9 +58,19 @@ class AsyncSentimentClient:
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 (frozen, so sharing is safe)
         tls: TlsConfig | None = None,
         token: str | None = None,
+        load_balancing: str = "pick_first",
+        max_reconnect_backoff_s: float = DEFAULT_MAX_RECONNECT_BACKOFF_S,
     ) -> None:
         self.config = ClientConfig(
-            target, timeout_s, stream_timeout_s, max_in_flight, retry, tls, token
+            target,
+            timeout_s=timeout_s,
+            stream_timeout_s=stream_timeout_s,
+            max_in_flight=max_in_flight,
+            retry=retry,
+            tls=tls,
+            token=token,
+            load_balancing=load_balancing,
+            max_reconnect_backoff_s=max_reconnect_backoff_s,
         )
         self._channel = self.config.open_channel(grpc.aio)
         self._stub = sentiment_pb2_grpc.SentimentServiceStub(self._channel)

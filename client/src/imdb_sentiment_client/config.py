@@ -1,4 +1,5 @@
-"""How a client reaches the server: target, deadlines, stream window, retries, TLS and token."""
+"""How a client reaches the server: target, deadlines, stream window, retries, load balancing,
+reconnection, TLS and token."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ import grpc
 DEFAULT_TARGET = "localhost:50051"
 SERVICE_NAME = "sentiment.v1.SentimentService"
 RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+# gRPC's own load-balancing policies: pick_first sends every call to one address (gRPC's
+# default); round_robin keeps a connection to every address the target resolves to and spreads
+# calls over the ready ones.
+LOAD_BALANCING_POLICIES = ("pick_first", "round_robin")
+# gRPC's connection backoff starts at 1 s and grows 1.6x per failed attempt up to 120 s: a
+# server gone for a minute may wait half a minute more for its clients to try again, one gone
+# for five minutes two. Capped here: an attempt on a dead address every few seconds is cheap.
+DEFAULT_MAX_RECONNECT_BACKOFF_S = 5.0
+GRPC_INITIAL_RECONNECT_BACKOFF_S = 1.0
 # gRPC silently clamps maxAttempts to 5; refuse more so the setting means what it says.
 MAX_GRPC_ATTEMPTS = 5
 
@@ -29,6 +39,13 @@ class RetryPolicy:
     gRPC waits a random time in [0, backoff) before each retry (the jitter), the
     backoff growing by `backoff_multiplier` up to `max_backoff_s`, and never past
     the deadline: a call retried to its deadline fails with DEADLINE_EXCEEDED.
+
+    It applies to every method of sentiment.v1. A call whose server dies before
+    answering ends UNAVAILABLE although its request may have been read, even
+    scored; retrying it is safe because every method only reads (the same
+    review gets the same score), which is not true of gRPC services in general.
+    gRPC retries only until the server's response headers arrive, which for
+    these unary methods come with the answer.
     """
 
     max_attempts: int = 4
@@ -107,6 +124,15 @@ class ClientConfig:
     `timeout_s` is the deadline of each unary call, and for a stream how long the
     server may owe the next result; `stream_timeout_s` is the deadline of a whole
     stream. `max_in_flight` caps reviews sent on a stream but not yet returned.
+
+    `target` is any gRPC target: `host:port`, `dns:///name:port` (every address
+    the name resolves to), or `ipv4:10.0.0.1:50051,10.0.0.2:50051` (these
+    addresses). With `load_balancing="round_robin"` calls are spread over all of
+    its addresses, and (with `retry`) a call that fails UNAVAILABLE on one is
+    retried on another.
+    `max_reconnect_backoff_s` caps how long the channel waits between attempts
+    to reconnect to an address it lost, so a server that comes back is used
+    again within about that time.
     """
 
     target: str = DEFAULT_TARGET
@@ -116,10 +142,18 @@ class ClientConfig:
     retry: RetryPolicy | None = field(default_factory=RetryPolicy)
     tls: TlsConfig | None = None
     token: str | None = None
+    load_balancing: str = "pick_first"
+    max_reconnect_backoff_s: float = DEFAULT_MAX_RECONNECT_BACKOFF_S
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target.strip():
             raise ValueError(f"target must be host:port, got {self.target!r}")
+        if self.load_balancing not in LOAD_BALANCING_POLICIES:
+            raise ValueError(
+                f"load_balancing must be one of {', '.join(LOAD_BALANCING_POLICIES)}, "
+                f"got {self.load_balancing!r}"
+            )
+        positive("max_reconnect_backoff_s", self.max_reconnect_backoff_s)
         positive("timeout_s", self.timeout_s)
         positive("stream_timeout_s", self.stream_timeout_s)
         if not (isinstance(self.max_in_flight, int) and self.max_in_flight > 0):
@@ -129,12 +163,22 @@ class ClientConfig:
         if self.token is not None and (not self.token or any(c in self.token for c in "\r\n")):
             raise ValueError("token must be a non-empty single line")
 
+    def service_config(self) -> dict:
+        """The channel's default service config (gRFC A2): load balancing, and the retry policy."""
+        config: dict = {"loadBalancingConfig": [{self.load_balancing: {}}]}
+        if self.retry is not None:
+            config.update(self.retry.service_config())
+        return config
+
     def channel_options(self) -> list[tuple[str, str | int]]:
-        if self.retry is None:
-            return [("grpc.enable_retries", 0)]
+        max_backoff_ms = max(1, round(self.max_reconnect_backoff_s * 1000))
+        # gRPC starts the backoff at 1 s; a smaller cap must lower the start too.
+        initial_backoff_ms = min(round(GRPC_INITIAL_RECONNECT_BACKOFF_S * 1000), max_backoff_ms)
         return [
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", json.dumps(self.retry.service_config())),
+            ("grpc.enable_retries", 0 if self.retry is None else 1),
+            ("grpc.service_config", json.dumps(self.service_config())),
+            ("grpc.initial_reconnect_backoff_ms", initial_backoff_ms),
+            ("grpc.max_reconnect_backoff_ms", max_backoff_ms),
         ]
 
     def credentials(self) -> grpc.ChannelCredentials | None:

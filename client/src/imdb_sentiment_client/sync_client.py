@@ -9,7 +9,13 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
-from imdb_sentiment_client.config import DEFAULT_TARGET, ClientConfig, RetryPolicy, TlsConfig
+from imdb_sentiment_client.config import (
+    DEFAULT_MAX_RECONNECT_BACKOFF_S,
+    DEFAULT_TARGET,
+    ClientConfig,
+    RetryPolicy,
+    TlsConfig,
+)
 from imdb_sentiment_client.errors import DeadlineExceededError, ProtocolError, from_rpc_error
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from imdb_sentiment_client.stream_ledger import StreamLedger
@@ -39,7 +45,10 @@ class SentimentClient:
                 print(p.label, p.score)
 
     Settings are described on ClientConfig and checked here (ValueError names the
-    bad one). Thread-safe: calls from several threads share one channel.
+    bad one). Thread-safe: calls from several threads share one channel. Several
+    servers behind one client, each call to one of them in turn:
+
+        SentimentClient("dns:///sentiment-headless:50051", load_balancing="round_robin")
     """
 
     def __init__(
@@ -52,9 +61,19 @@ class SentimentClient:
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 (frozen, so sharing is safe)
         tls: TlsConfig | None = None,
         token: str | None = None,
+        load_balancing: str = "pick_first",
+        max_reconnect_backoff_s: float = DEFAULT_MAX_RECONNECT_BACKOFF_S,
     ) -> None:
         self.config = ClientConfig(
-            target, timeout_s, stream_timeout_s, max_in_flight, retry, tls, token
+            target,
+            timeout_s=timeout_s,
+            stream_timeout_s=stream_timeout_s,
+            max_in_flight=max_in_flight,
+            retry=retry,
+            tls=tls,
+            token=token,
+            load_balancing=load_balancing,
+            max_reconnect_backoff_s=max_reconnect_backoff_s,
         )
         self._channel = self.config.open_channel(grpc)
         self._stub = sentiment_pb2_grpc.SentimentServiceStub(self._channel)
