@@ -48,6 +48,10 @@ from server.wait_estimate import WaitEstimate
 
 # After regroups that came to nothing, at most this many batches go by before the next try.
 _MAX_REGROUP_SKIPS = 63
+# Callers in a loop are back within tens of milliseconds however slow the model is: a 10x
+# slower model must not make the next batch wait 10x longer for them (and the reviews queued
+# meanwhile, admitted on the estimate of the batches alone, past their deadlines).
+_MAX_REGROUP_WAIT_S = 0.05
 
 PredictFn = Callable[[list[str]], Sequence[float | BaseException]]
 
@@ -130,6 +134,7 @@ class MicroBatcher:
         max_batch_size: int,
         max_delay_ms: float,
         queue_capacity: int,
+        deadline_admission: bool = True,
         on_batch: Callable[[BatchRecord], None] | None = None,
     ):
         if type(max_batch_size) is not int or max_batch_size < 1:
@@ -143,6 +148,7 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self.max_delay_ms = max_delay_ms
         self.queue_capacity = queue_capacity
+        self.deadline_admission = deadline_admission
         self._queue: deque[PendingReview] = deque()
         self._arrived = asyncio.Event()
         # A review queued before this instant arrived while the model was busy.
@@ -176,6 +182,7 @@ class MicroBatcher:
         """
         if self._closing:
             raise ShuttingDownError("the server is shutting down and takes no new reviews")
+        self._estimate.arrived(len(reviews), time.monotonic())
         if len(self._queue) + len(reviews) > self.queue_capacity:
             self._discard_cancelled()
         if len(self._queue) + len(reviews) > self.queue_capacity:
@@ -185,7 +192,7 @@ class MicroBatcher:
                 f"waiting; this request has {len(reviews)}); retry later",
                 retry_after_ms=self._retry_after_ms(),
             )
-        if deadline_s is not None:
+        if deadline_s is not None and self.deadline_admission:
             self._refuse_if_late(len(reviews), deadline_s)
         self._ensure_running()
         loop = asyncio.get_running_loop()
@@ -368,7 +375,7 @@ class MicroBatcher:
         finally:
             finished_s = time.monotonic()
             self._running_since_s = None
-            self._estimate.observe(finished_s - started_s)
+            self._estimate.observe(len(batch), finished_s - started_s)
             self._idle_since_s = finished_s
             self._plan_regroup(len(batch), finished_s - started_s)
             self._stats.batches += 1
@@ -380,7 +387,8 @@ class MicroBatcher:
     def _plan_regroup(self, batch_size: int, inference_s: float) -> None:
         """After a batch of several, the next batch may wait for its callers to come back:
         for at most half the time the batch took (so waiting for callers who do not come
-        costs the model a third of its time at worst), and not at all for the next
+        costs the model a third of its time at worst) and _MAX_REGROUP_WAIT_S, and not at
+        all for the next
         1, 3, 7 ... batches after regroups that came to nothing (callers not in a loop)."""
         self._regroup_until_s = -math.inf
         if batch_size < 2:
@@ -388,7 +396,7 @@ class MicroBatcher:
         if self._regroup_countdown:
             self._regroup_countdown -= 1
             return
-        self._regroup_until_s = self._idle_since_s + inference_s / 2
+        self._regroup_until_s = self._idle_since_s + min(inference_s / 2, _MAX_REGROUP_WAIT_S)
         self._regroup_size = len(self._queue) + batch_size
 
     # -- helpers -------------------------------------------------------------------

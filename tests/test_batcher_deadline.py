@@ -147,3 +147,24 @@ def test_a_batch_held_past_the_estimate_refuses_requests_before_it_ends():
     results, stats = run(scenario())
     assert results == [5.0, 7.0]
     assert stats.rejected_late == 1
+
+
+def test_with_deadline_admission_off_such_a_request_queues_and_expires():
+    model = FakeModel()
+
+    async def scenario():
+        batcher = make_batcher(model, max_batch_size=1, deadline_admission=False)
+        await slow_batch(model, batcher)
+        model.hold()
+        running = await occupy(model, batcher)
+        (late,) = batcher.submit(["too late"], deadline_s=in_s(SLOW_S / 2))
+        await asyncio.sleep(SLOW_S)
+        model.release.set()
+        outcomes = await asyncio.gather(running, late, return_exceptions=True)
+        stats = batcher.stats()
+        await batcher.close()
+        return outcomes, stats
+
+    (result, late), stats = run(scenario())
+    assert result == 5.0 and isinstance(late, DeadlineExceededError)
+    assert (stats.rejected_late, stats.dropped_expired) == (0, 1)

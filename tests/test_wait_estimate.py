@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from server.wait_estimate import WaitEstimate
@@ -9,43 +11,65 @@ from server.wait_estimate import WaitEstimate
 
 def test_no_estimate_until_a_batch_has_run():
     estimate = WaitEstimate(max_batch_size=8)
+    estimate.arrived(100, now_s=0.0)
     assert estimate.wait_s(100) is None
     assert estimate.wait_s(100, running_size=8, running_for_s=5.0) is None
 
 
-def test_queued_reviews_run_as_full_batches_of_the_recent_batch_time():
+def test_queued_reviews_cost_what_a_review_cost_in_the_recent_batches():
     estimate = WaitEstimate(max_batch_size=8)
-    estimate.observe(0.1)
-    assert estimate.wait_s(1) == pytest.approx(0.1)
-    assert estimate.wait_s(8) == pytest.approx(0.1)
-    assert estimate.wait_s(9) == pytest.approx(0.2)
+    estimate.observe(8, 0.08)
     assert estimate.wait_s(0) == 0
+    assert estimate.wait_s(1) == pytest.approx(0.01)
+    assert estimate.wait_s(8) == pytest.approx(0.08)
+    assert estimate.wait_s(20) == pytest.approx(0.2)
+
+
+def test_small_batches_count_as_an_eighth_of_a_full_one():
+    # A batch of 1 that took 8 ms says little of what a review costs in a batch of 64:
+    # it is taken as a batch of 8, so a full batch is estimated at 64 ms, not 512 ms.
+    estimate = WaitEstimate(max_batch_size=64)
+    estimate.observe(1, 0.008)
+    assert estimate.wait_s(64) == pytest.approx(0.064)
 
 
 def test_the_batch_running_now_counts_with_what_it_has_left():
     estimate = WaitEstimate(max_batch_size=8)
-    estimate.observe(0.1)
-    assert estimate.wait_s(8, running_size=8, running_for_s=0.04) == pytest.approx(0.06 + 0.1)
-    # Nothing left of it by the estimate, yet still running: it counts as done, not as negative.
-    assert estimate.wait_s(3, running_size=8, running_for_s=0.1) == pytest.approx(0.1)
+    estimate.observe(8, 0.08)
+    assert estimate.wait_s(1, running_size=8, running_for_s=0.03) == pytest.approx(0.05 + 0.01)
+    assert estimate.wait_s(0, running_size=8, running_for_s=0.03) == pytest.approx(0.05)
 
 
-def test_a_batch_running_past_the_estimate_sets_the_time_of_the_batches_after_it():
+def test_a_batch_running_past_its_cost_sets_what_a_review_costs_now():
     estimate = WaitEstimate(max_batch_size=8)
-    estimate.observe(0.01)
-    # The model slowed down: the batch in it has run 50x the estimate and is not done.
-    assert estimate.wait_s(16, running_size=4, running_for_s=0.5) == pytest.approx(2 * 0.5)
-    # Smaller batches than the running one are not assumed to take as long.
-    assert estimate.wait_s(2, running_size=4, running_for_s=0.5) == pytest.approx(0.01)
+    estimate.observe(8, 0.08)
+    # The model slowed down 5x: the batch in it has run 0.4 s, and is not done.
+    assert estimate.wait_s(8, running_size=8, running_for_s=0.4) == pytest.approx(0.4)
+
+
+def test_the_batch_that_carries_a_review_fills_with_the_reviews_arriving_meanwhile():
+    estimate = WaitEstimate(max_batch_size=8)
+    estimate.observe(8, 0.08)
+    alone = estimate.wait_s(1, running_size=8, running_for_s=0.0)
+    estimate.arrived(100, now_s=0.0)  # 100 reviews a second: 8 arrive while the batch runs
+    filled = estimate.wait_s(1, running_size=8, running_for_s=0.0)
+    assert (alone, filled) == (pytest.approx(0.08 + 0.01), pytest.approx(0.08 + 0.08))
+
+
+def test_the_arrival_rate_decays_over_about_a_second():
+    estimate = WaitEstimate(max_batch_size=8)
+    estimate.arrived(10, now_s=0.0)
+    estimate.arrived(10, now_s=1.0)
+    assert estimate.arrivals_per_s == pytest.approx(10 / math.e + 10)
 
 
 def test_the_estimate_follows_a_tenfold_slowdown_and_back_within_a_few_batches():
     estimate = WaitEstimate(max_batch_size=8)
     for _ in range(5):
-        estimate.observe(0.01)
+        estimate.observe(8, 0.01)
     for _ in range(4):
-        estimate.observe(0.1)
-    assert 0.08 < estimate.batch_s < 0.1
+        estimate.observe(8, 0.1)
+    assert 0.08 < estimate.wait_s(8) < 0.1
     for _ in range(4):
-        estimate.observe(0.01)
-    assert 0.01 < estimate.batch_s < 0.02
+        estimate.observe(8, 0.01)
+    assert 0.01 < estimate.wait_s(8) < 0.02
