@@ -48,6 +48,10 @@ from server.wait_estimate import WaitEstimate
 
 # After regroups that came to nothing, at most this many batches go by before the next try.
 _MAX_REGROUP_SKIPS = 63
+# Admission keeps this share of a request's time to its deadline in hand: the estimate ends
+# when the batch does, but the answer still has to reach the caller, whose deadline began
+# before the request reached the server.
+_DEADLINE_MARGIN = 0.1
 # Callers in a loop are back within tens of milliseconds however slow the model is: a 10x
 # slower model must not make the next batch wait 10x longer for them (and the reviews queued
 # meanwhile, admitted on the estimate of the batches alone, past their deadlines).
@@ -431,7 +435,7 @@ class MicroBatcher:
             return
         now_s = time.monotonic()
         wait_s = self._wait_s(len(self._queue) + count, now_s)
-        if wait_s is None or now_s + wait_s <= deadline_s:
+        if wait_s is None or wait_s <= (1 - _DEADLINE_MARGIN) * (deadline_s - now_s):
             return
         self._stats.rejected_late += count
         raise QueueFullError(
