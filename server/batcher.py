@@ -423,7 +423,8 @@ class MicroBatcher:
             _fail(self._queue.popleft(), ShuttingDownError(str(error)))
 
     def _refuse_if_late(self, count: int, deadline_s: float) -> None:
-        """QueueFullError if `count` more reviews would be scored only after `deadline_s`.
+        """QueueFullError if `count` more reviews would be scored only after `deadline_s`
+        (less the margin kept in hand).
 
         O(1): the queue's length, not its contents (callers that left but are still
         queued count, which errs towards refusing only when callers are already
@@ -441,8 +442,8 @@ class MicroBatcher:
         raise QueueFullError(
             f"the work queued ahead would outlast this request's deadline: about "
             f"{1000 * wait_s:.0f} ms until its reviews would be scored ({len(self._queue)} "
-            f"queued ahead), but the deadline is {1000 * max(0.0, deadline_s - now_s):.0f} ms "
-            "away; retry later",
+            f"queued ahead), and its deadline is {1000 * max(0.0, deadline_s - now_s):.0f} ms "
+            f"away (admission keeps {_DEADLINE_MARGIN:.0%} of that in hand); retry later",
             retry_after_ms=self._retry_after_ms(),
         )
 
