@@ -27,6 +27,7 @@ from server.config import load_config
 from server.errors import StartupError
 from server.logs import configured_logging
 from server.main import load_models, serve
+from server.malloc import cap_arenas
 
 logger = logging.getLogger("bench.slow_server")
 
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slow_server: error: {exc}", file=sys.stderr)
         return 2
     with configured_logging(config.log_level, config.log_format):
+        logger.info("%s", cap_arenas(config.malloc_arena_max))  # as sentiment-server does
         try:
             model = SlowableModel(
                 load_models(config).current, batch_ms=args.batch_ms, review_ms=args.review_ms
