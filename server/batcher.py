@@ -98,7 +98,7 @@ class BatcherStats:
     inference_s_total: float = 0.0  # summed over batches
     max_batch_size_seen: int = 0
     started_at_s: float = field(default_factory=time.monotonic)
-    estimated_batch_s: float | None = None  # what admission expects a batch to take now
+    estimated_review_s: float | None = None  # what admission expects a review to cost now
 
     @property
     def mean_batch_size(self) -> float:
@@ -220,7 +220,7 @@ class MicroBatcher:
         # Only reviews whose callers are still waiting: cancelled ones are dropped lazily.
         waiting = sum(1 for p in self._queue if not p.future.done())
         return dataclasses.replace(
-            self._stats, queue_depth=waiting, estimated_batch_s=self._estimate.batch_s
+            self._stats, queue_depth=waiting, estimated_review_s=self._estimate.review_s
         )
 
     async def close(self, drain_timeout_s: float | None = None) -> None:

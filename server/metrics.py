@@ -207,11 +207,11 @@ class BatcherCollector:
         yield GaugeMetricFamily(
             "sentiment_queue_depth", "Reviews waiting now.", value=s.queue_depth
         )
-        if s.estimated_batch_s is not None:  # none until a batch has run
+        if s.estimated_review_s is not None:  # none until a batch has run
             yield GaugeMetricFamily(
-                "sentiment_estimated_batch_seconds",
-                "What admission expects the next batch to take (mean of the last few).",
-                value=s.estimated_batch_s,
+                "sentiment_estimated_review_seconds",
+                "What admission expects a review to cost in a batch now (median of the last few).",
+                value=s.estimated_review_s,
             )
         yield GaugeMetricFamily(
             "sentiment_mean_batch_size", "Reviews per batch since start.", value=s.mean_batch_size

@@ -19,6 +19,7 @@ def test_no_estimate_until_a_batch_has_run():
 def test_queued_reviews_cost_what_a_review_cost_in_the_recent_batches():
     estimate = WaitEstimate(max_batch_size=8)
     estimate.observe(8, 0.08)
+    assert estimate.review_s == pytest.approx(0.01)
     assert estimate.wait_s(0) == 0
     assert estimate.wait_s(1) == pytest.approx(0.01)
     assert estimate.wait_s(8) == pytest.approx(0.08)
@@ -33,6 +34,13 @@ def test_small_batches_count_as_an_eighth_of_a_full_one():
     assert estimate.wait_s(64) == pytest.approx(0.064)
 
 
+def test_one_slow_batch_in_four_is_a_stall_and_moves_nothing():
+    estimate = WaitEstimate(max_batch_size=8)
+    for seconds in (0.08, 0.08, 0.08, 8.0):
+        estimate.observe(8, seconds)
+    assert estimate.review_s == pytest.approx(0.01)
+
+
 def test_the_batch_running_now_counts_with_what_it_has_left():
     estimate = WaitEstimate(max_batch_size=8)
     estimate.observe(8, 0.08)
@@ -40,11 +48,15 @@ def test_the_batch_running_now_counts_with_what_it_has_left():
     assert estimate.wait_s(0, running_size=8, running_for_s=0.03) == pytest.approx(0.05)
 
 
-def test_a_batch_running_past_its_cost_sets_what_a_review_costs_now():
+def test_a_batch_running_past_its_cost_counts_as_one_more_in_the_median():
     estimate = WaitEstimate(max_batch_size=8)
-    estimate.observe(8, 0.08)
-    # The model slowed down 5x: the batch in it has run 0.4 s, and is not done.
+    for seconds in (0.08, 0.08, 0.4, 0.4):  # the model slowed down 5x two batches ago
+        estimate.observe(8, seconds)
+    assert estimate.review_s == pytest.approx(0.01)  # of the middle two, the smaller
+    # The batch in the model has run 0.4 s and is not done: three of five are slow.
     assert estimate.wait_s(8, running_size=8, running_for_s=0.4) == pytest.approx(0.4)
+    # One that has run no longer than a fast batch counts for nothing.
+    assert estimate.wait_s(8, running_size=8, running_for_s=0.0) == pytest.approx(0.08 + 0.08)
 
 
 def test_the_batch_that_carries_a_review_fills_with_the_reviews_arriving_meanwhile():
@@ -63,13 +75,14 @@ def test_the_arrival_rate_decays_over_about_a_second():
     assert estimate.arrivals_per_s == pytest.approx(10 / math.e + 10)
 
 
-def test_the_estimate_follows_a_tenfold_slowdown_and_back_within_a_few_batches():
+def test_the_estimate_follows_a_tenfold_slowdown_and_back_within_three_batches():
     estimate = WaitEstimate(max_batch_size=8)
-    for _ in range(5):
-        estimate.observe(8, 0.01)
     for _ in range(4):
+        estimate.observe(8, 0.01)
+    for expected in (0.01, 0.01, 0.1):  # slow from the third slow batch on
         estimate.observe(8, 0.1)
-    assert 0.08 < estimate.wait_s(8) < 0.1
-    for _ in range(4):
+        assert estimate.wait_s(8) == pytest.approx(expected)
+    estimate.observe(8, 0.1)
+    for expected in (0.1, 0.01):  # fast again from the second fast batch on
         estimate.observe(8, 0.01)
-    assert 0.01 < estimate.wait_s(8) < 0.02
+        assert estimate.wait_s(8) == pytest.approx(expected)
