@@ -37,7 +37,7 @@ def test_quick_slowdown_refuses_at_once_instead_of_timing_out_and_recovers(
     refused = slowdown["codes"].get("RESOURCE_EXHAUSTED", 0)
     timed_out = slowdown["codes"].get("DEADLINE_EXCEEDED", 0)
     assert refused > 2 * timed_out, slowdown
-    assert refused >= 0.1 * slowdown["calls"], slowdown  # the slowed model serves 2/3
+    assert refused >= 0.1 * slowdown["calls"], slowdown  # the slowed model serves about 55%
     assert slowdown["refused_with_retry_hint"] == refused
     assert slowdown["refused_would_miss_deadline"] == refused  # the queue never filled
     assert slowdown["codes"].get("OK", 0) > 0  # what it admitted, it scored
