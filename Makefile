@@ -144,7 +144,7 @@ kill-test: $(STAMP)
 	$(BIN)/python -m bench.replica_kill --json-out reports/kill/kill.json
 
 # The queue under a model that turns 10x slower mid-load, and back: refusals, deadlines,
-# recovery; first the server without deadline-aware admission, for comparison (about 6 min).
+# recovery; first the server without deadline-aware admission, for comparison (3 to 6 minutes).
 slowdown: $(STAMP)
 	$(BIN)/python -m bench.slowdown --baseline --json-out reports/slowdown/slowdown.json
 
