@@ -21,7 +21,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test test-image image lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick soak-long kill-test explain-eval explain-bench clean
+.PHONY: install serve test test-image image lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick soak-long kill-test slowdown explain-eval explain-bench clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
@@ -142,6 +142,11 @@ soak-long: $(STAMP)
 # quick plan on the tiny model (tests/test_replica_kill.py).
 kill-test: $(STAMP)
 	$(BIN)/python -m bench.replica_kill --json-out reports/kill/kill.json
+
+# The queue under a model that turns 10x slower mid-load, and back: refusals, deadlines,
+# recovery; first the server without deadline-aware admission, for comparison (3 to 6 minutes).
+slowdown: $(STAMP)
+	$(BIN)/python -m bench.slowdown --baseline --json-out reports/slowdown/slowdown.json
 
 # Explain's faithfulness (comprehensiveness, completeness) on 500 test reviews: about 5 minutes.
 explain-eval: $(STAMP)

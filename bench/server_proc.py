@@ -77,8 +77,10 @@ class ServerProcess:
         *,
         port: int | None = None,
         metrics_port: int | None = None,
+        command: list[str] | None = None,
     ):
-        """Free ports unless given (a replica restarted where its clients expect it)."""
+        """Free ports unless given (a replica restarted where its clients expect it);
+        `command`: another program that takes sentiment-server's flags (bench.slow_server)."""
         self.name = log_path.stem  # for progress lines
         self.port = port or free_port()
         self.metrics_port = metrics_port or free_port()
@@ -97,7 +99,7 @@ class ServerProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  closed in stop()
         self.process = subprocess.Popen(
-            server_command() + argv, stdout=self._log, stderr=subprocess.STDOUT
+            (command or server_command()) + argv, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     @property
@@ -170,6 +172,10 @@ class ServerProcess:
             for sample in family.samples
             if sample.name in names and not sample.labels
         }
+
+    def samples(self) -> list:
+        """Every sample on /metrics (prometheus_client's Sample: name, labels, value)."""
+        return [s for family in self.metric_families() for s in family.samples]
 
     def kill(self) -> int:
         """SIGKILL: no drain, connections cut as a crash or an OOM kill cuts them; the exit code."""

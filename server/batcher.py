@@ -18,7 +18,11 @@ returns, per review, a float or an Exception that fails only that review
 - callers that went away, and reviews whose deadline passed, are dropped
   before inference (Ray's ray#50046 was a batcher stuck on cancelled callers);
 - admission is all-or-nothing per request, and a full queue is refused with
-  a retry hint rather than allowed to grow.
+  a retry hint rather than allowed to grow;
+- so is a request whose reviews would still be queued when its deadline
+  passes, by an estimate from the batches just run (server.wait_estimate):
+  when the model slows down, callers are told at once instead of each one
+  waiting out its deadline in a queue that is not full.
 """
 
 from __future__ import annotations
@@ -40,9 +44,18 @@ from server.errors import (
     QueueFullError,
     ShuttingDownError,
 )
+from server.wait_estimate import WaitEstimate
 
 # After regroups that came to nothing, at most this many batches go by before the next try.
 _MAX_REGROUP_SKIPS = 63
+# Admission keeps this share of a request's time to its deadline in hand: the estimate ends
+# when the batch does, but the answer still has to reach the caller, whose deadline began
+# before the request reached the server.
+_DEADLINE_MARGIN = 0.1
+# Callers in a loop are back within tens of milliseconds however slow the model is: a 10x
+# slower model must not make the next batch wait 10x longer for them (and the reviews queued
+# meanwhile, admitted on the estimate of the batches alone, past their deadlines).
+_MAX_REGROUP_WAIT_S = 0.05
 
 PredictFn = Callable[[list[str]], Sequence[float | BaseException]]
 
@@ -79,11 +92,13 @@ class BatcherStats:
     dropped_cancelled: int = 0
     dropped_expired: int = 0
     rejected_full: int = 0  # reviews refused because the queue was full
+    rejected_late: int = 0  # reviews refused because the work ahead would outlast their deadline
     queue_depth: int = 0  # reviews waiting now, not counting callers that left
     queue_wait_s_total: float = 0.0  # summed over reviews that reached the model
     inference_s_total: float = 0.0  # summed over batches
     max_batch_size_seen: int = 0
     started_at_s: float = field(default_factory=time.monotonic)
+    estimated_review_s: float | None = None  # what admission expects a review to cost now
 
     @property
     def mean_batch_size(self) -> float:
@@ -104,7 +119,7 @@ class BatcherStats:
             f"mean_queue_wait_ms={self.mean_queue_wait_ms:.2f} "
             f"mean_inference_ms={self.mean_inference_ms:.2f} failed_batches={self.failed_batches} "
             f"dropped_cancelled={self.dropped_cancelled} dropped_expired={self.dropped_expired} "
-            f"rejected_full={self.rejected_full}"
+            f"rejected_full={self.rejected_full} rejected_late={self.rejected_late}"
         )
 
 
@@ -123,6 +138,7 @@ class MicroBatcher:
         max_batch_size: int,
         max_delay_ms: float,
         queue_capacity: int,
+        deadline_admission: bool = True,
         on_batch: Callable[[BatchRecord], None] | None = None,
     ):
         if type(max_batch_size) is not int or max_batch_size < 1:
@@ -136,6 +152,7 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self.max_delay_ms = max_delay_ms
         self.queue_capacity = queue_capacity
+        self.deadline_admission = deadline_admission
         self._queue: deque[PendingReview] = deque()
         self._arrived = asyncio.Event()
         # A review queued before this instant arrived while the model was busy.
@@ -146,6 +163,10 @@ class MicroBatcher:
         self._regroup_size = 0
         self._regroup_skips = 0
         self._regroup_countdown = 0
+        self._estimate = WaitEstimate(max_batch_size)
+        # The batch in the model now: since when (time.monotonic()) and how many reviews.
+        self._running_since_s: float | None = None
+        self._running_size = 0
         self._closing = False
         self._task: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -158,12 +179,14 @@ class MicroBatcher:
     ) -> list[asyncio.Future[float]]:
         """Queues all of `reviews` or none; returns one future per review, in order.
 
-        Raises QueueFullError when they do not all fit and ShuttingDownError
-        after close(). `deadline_s` is a time.monotonic() instant: a review
-        still queued then fails with DeadlineExceededError instead of running.
+        Raises QueueFullError when they do not all fit, or when the work queued
+        ahead of them would outlast `deadline_s`, and ShuttingDownError after
+        close(). `deadline_s` is a time.monotonic() instant: a review still
+        queued then fails with DeadlineExceededError instead of running.
         """
         if self._closing:
             raise ShuttingDownError("the server is shutting down and takes no new reviews")
+        self._estimate.arrived(len(reviews), time.monotonic())
         if len(self._queue) + len(reviews) > self.queue_capacity:
             self._discard_cancelled()
         if len(self._queue) + len(reviews) > self.queue_capacity:
@@ -173,6 +196,8 @@ class MicroBatcher:
                 f"waiting; this request has {len(reviews)}); retry later",
                 retry_after_ms=self._retry_after_ms(),
             )
+        if deadline_s is not None and self.deadline_admission:
+            self._refuse_if_late(len(reviews), deadline_s)
         self._ensure_running()
         loop = asyncio.get_running_loop()
         now_s = time.monotonic()
@@ -194,7 +219,9 @@ class MicroBatcher:
         """A snapshot of the counters."""
         # Only reviews whose callers are still waiting: cancelled ones are dropped lazily.
         waiting = sum(1 for p in self._queue if not p.future.done())
-        return dataclasses.replace(self._stats, queue_depth=waiting)
+        return dataclasses.replace(
+            self._stats, queue_depth=waiting, estimated_review_s=self._estimate.review_s
+        )
 
     async def close(self, drain_timeout_s: float | None = None) -> None:
         """Refuses new reviews, scores what is queued (up to `drain_timeout_s`), then stops.
@@ -315,6 +342,7 @@ class MicroBatcher:
 
     async def _run_batch(self, batch: list[PendingReview]) -> None:
         started_s = time.monotonic()
+        self._running_since_s, self._running_size = started_s, len(batch)
         queue_waits_s = tuple(started_s - p.enqueued_at_s for p in batch)
         self._stats.queue_wait_s_total += sum(queue_waits_s)
         failed = True
@@ -350,6 +378,8 @@ class MicroBatcher:
                     pending.future.set_result(outcome)
         finally:
             finished_s = time.monotonic()
+            self._running_since_s = None
+            self._estimate.observe(len(batch), finished_s - started_s)
             self._idle_since_s = finished_s
             self._plan_regroup(len(batch), finished_s - started_s)
             self._stats.batches += 1
@@ -361,7 +391,8 @@ class MicroBatcher:
     def _plan_regroup(self, batch_size: int, inference_s: float) -> None:
         """After a batch of several, the next batch may wait for its callers to come back:
         for at most half the time the batch took (so waiting for callers who do not come
-        costs the model a third of its time at worst), and not at all for the next
+        costs the model a third of its time at worst) and _MAX_REGROUP_WAIT_S, and not at
+        all for the next
         1, 3, 7 ... batches after regroups that came to nothing (callers not in a loop)."""
         self._regroup_until_s = -math.inf
         if batch_size < 2:
@@ -369,7 +400,7 @@ class MicroBatcher:
         if self._regroup_countdown:
             self._regroup_countdown -= 1
             return
-        self._regroup_until_s = self._idle_since_s + inference_s / 2
+        self._regroup_until_s = self._idle_since_s + min(inference_s / 2, _MAX_REGROUP_WAIT_S)
         self._regroup_size = len(self._queue) + batch_size
 
     # -- helpers -------------------------------------------------------------------
@@ -391,11 +422,46 @@ class MicroBatcher:
         while self._queue:
             _fail(self._queue.popleft(), ShuttingDownError(str(error)))
 
+    def _refuse_if_late(self, count: int, deadline_s: float) -> None:
+        """QueueFullError if `count` more reviews would be scored only after `deadline_s`
+        (less the margin kept in hand).
+
+        O(1): the queue's length, not its contents (callers that left but are still
+        queued count, which errs towards refusing only when callers are already
+        timing out). A lone request on an idle model always runs, so an estimate
+        left high by a slowdown that has ended cannot refuse it; its batch then
+        brings the estimate down.
+        """
+        if not self._queue and self._running_since_s is None:
+            return
+        now_s = time.monotonic()
+        wait_s = self._wait_s(len(self._queue) + count, now_s)
+        if wait_s is None or wait_s <= (1 - _DEADLINE_MARGIN) * (deadline_s - now_s):
+            return
+        self._stats.rejected_late += count
+        raise QueueFullError(
+            f"the work queued ahead would outlast this request's deadline: about "
+            f"{1000 * wait_s:.0f} ms until its reviews would be scored ({len(self._queue)} "
+            f"queued ahead), and its deadline is {1000 * max(0.0, deadline_s - now_s):.0f} ms "
+            f"away (admission keeps {_DEADLINE_MARGIN:.0%} of that in hand); retry later",
+            retry_after_ms=self._retry_after_ms(),
+        )
+
+    def _wait_s(self, reviews: int, now_s: float) -> float | None:
+        """The estimate's wait for `reviews` queued reviews, behind the batch running now."""
+        running_for_s = None if self._running_since_s is None else now_s - self._running_since_s
+        return self._estimate.wait_s(reviews, self._running_size, running_for_s)
+
     def _retry_after_ms(self) -> int:
-        """A guess at how long the queue takes to drain: batches ahead x mean batch time."""
+        """A guess at how long the queue takes to drain: the estimate's wait for the reviews
+        queued now, else (no batch has run yet) batches ahead x mean batch time."""
         batches_ahead = math.ceil(len(self._queue) / self.max_batch_size)
         batch_ms = self._stats.mean_inference_ms or self.max_delay_ms
-        return max(1, math.ceil(batches_ahead * max(batch_ms, self.max_delay_ms)))
+        wait_ms = batches_ahead * max(batch_ms, self.max_delay_ms)
+        wait_s = self._wait_s(len(self._queue), time.monotonic())
+        if wait_s is not None:
+            wait_ms = max(1000 * wait_s, self.max_delay_ms)
+        return max(1, math.ceil(wait_ms))
 
 
 def _as_outcome(result: object) -> float | BaseException:

@@ -47,6 +47,8 @@ class ServerConfig:
     max_batch_size: int = 128
     max_delay_ms: float = 5.0
     queue_capacity: int = 1024
+    # Refuse a request at once when the work queued ahead would outlast its deadline.
+    deadline_admission: bool = True
     # Explain runs one review at a time on its own thread (server/explain.py); this many may
     # wait or run at once, so a flood of them is refused instead of queuing without end.
     explain_queue_capacity: int = 4
@@ -186,6 +188,13 @@ SETTINGS = (
         "how long reviews that queued behind a busy model wait for a fuller batch",
     ),
     Setting("queue_capacity", _integer, _between(1, 1_000_000), "most reviews waiting at once"),
+    Setting(
+        "deadline_admission",
+        _boolean,
+        lambda _: None,
+        "refuse at once a request that the work queued ahead would leave unscored past its "
+        "deadline (estimated from recent batches), rather than queue it to expire",
+    ),
     Setting(
         "explain_queue_capacity",
         _integer,

@@ -146,6 +146,7 @@ async def create_server(
         max_batch_size=config.max_batch_size,
         max_delay_ms=config.max_delay_ms,
         queue_capacity=config.queue_capacity,
+        deadline_admission=config.deadline_admission,
         on_batch=metrics.observe_batch,
     )
     gate.pending = batcher.has_waiting
@@ -223,9 +224,12 @@ def load_models(config: ServerConfig) -> ModelManager:
     return ModelManager.from_directory(config.model_dir, load_and_warm(config.device))
 
 
-async def serve(config: ServerConfig) -> None:
-    """Runs until SIGTERM or SIGINT, then drains within config.grace_s."""
-    server, port = await create_server(config)
+async def serve(config: ServerConfig, model: ServingModel | None = None) -> None:
+    """Runs until SIGTERM or SIGINT, then drains within config.grace_s.
+
+    `model`, as for create_server: a model to serve pinned (bench.slow_server's wrapper).
+    """
+    server, port = await create_server(config, model)
     await server.start()
     logger.info("serving on %s:%d", config.host, port)
     stop_requested = asyncio.Event()

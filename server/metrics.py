@@ -202,10 +202,17 @@ class BatcherCollector:
         dropped.add_metric(["cancelled"], s.dropped_cancelled)
         dropped.add_metric(["deadline"], s.dropped_expired)
         dropped.add_metric(["queue_full"], s.rejected_full)
+        dropped.add_metric(["would_miss_deadline"], s.rejected_late)
         yield dropped
         yield GaugeMetricFamily(
             "sentiment_queue_depth", "Reviews waiting now.", value=s.queue_depth
         )
+        if s.estimated_review_s is not None:  # none until a batch has run
+            yield GaugeMetricFamily(
+                "sentiment_estimated_review_seconds",
+                "What admission expects a review to cost in a batch now (median of the last few).",
+                value=s.estimated_review_s,
+            )
         yield GaugeMetricFamily(
             "sentiment_mean_batch_size", "Reviews per batch since start.", value=s.mean_batch_size
         )

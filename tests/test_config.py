@@ -39,6 +39,13 @@ def test_flag_wins_over_environment_which_wins_over_default(tmp_path):
     assert config.max_delay_ms == ServerConfig().max_delay_ms
 
 
+def test_deadline_admission_is_on_unless_turned_off_by_flag_or_environment():
+    assert load_config([], environ={}).deadline_admission is True
+    assert load_config(["--no-deadline-admission"], environ={}).deadline_admission is False
+    off = {"SENTIMENT_DEADLINE_ADMISSION": "off"}
+    assert load_config([], environ=off).deadline_admission is False
+
+
 def test_reflection_can_be_turned_off_by_flag_or_environment():
     assert load_config(["--no-reflection"], environ={}).reflection is False
     assert load_config([], environ={"SENTIMENT_REFLECTION": "off"}).reflection is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import urllib.request
 from types import SimpleNamespace
@@ -46,6 +47,7 @@ def test_batch_size_buckets_end_at_the_largest_batch():
 
 def test_collectors_report_a_stats_snapshot_and_the_serving_version():
     stats = BatcherStats(batches=4, reviews=10, dropped_expired=2, rejected_full=3, queue_depth=5)
+    stats = dataclasses.replace(stats, rejected_late=7, estimated_review_s=0.25)
     models = SimpleNamespace(
         current=SimpleNamespace(name="imdb-lstm", version=3), versions_loaded=2, versions_failed=1
     )
@@ -58,6 +60,9 @@ def test_collectors_report_a_stats_snapshot_and_the_serving_version():
     assert values[("sentiment_queue_depth", ())] == 5
     assert values[("sentiment_reviews_dropped_total", (("reason", "deadline"),))] == 2
     assert values[("sentiment_reviews_dropped_total", (("reason", "queue_full"),))] == 3
+    would_miss = (("reason", "would_miss_deadline"),)
+    assert values[("sentiment_reviews_dropped_total", would_miss)] == 7
+    assert values[("sentiment_estimated_review_seconds", ())] == 0.25
     assert values[("sentiment_model_info", (("name", "imdb-lstm"), ("version", "3")))] == 1
     assert values[("sentiment_model_loads_total", (("outcome", "failed"),))] == 1
 
@@ -78,6 +83,7 @@ def test_scrape_after_traffic_counts_calls_reviews_batches_and_the_version(start
         values, text = scrape(port)
 
     assert before[("sentiment_reviews_scored_total", ())] == 0
+    assert ("sentiment_estimated_review_seconds", ()) not in before  # no batch has run yet
     assert ("grpc_server_handled_total", call_labels("Predict", grpc_code="OK")) not in before
     # Calls by method and status code, and their latency.
     assert values[("grpc_server_started_total", call_labels("Predict"))] == 3
@@ -103,6 +109,7 @@ def test_scrape_after_traffic_counts_calls_reviews_batches_and_the_version(start
     assert values[("sentiment_inference_seconds_count", ())] == batches
     assert values[("sentiment_inference_seconds_sum", ())] > 0
     assert values[("sentiment_queue_depth", ())] == 0
+    assert values[("sentiment_estimated_review_seconds", ())] > 0
     assert values[("sentiment_model_info", (("name", "imdb-lstm"), ("version", "1")))] == 1
     # A private registry: the process, GC and heap figures are there, the default one's not.
     assert values[("process_resident_memory_bytes", ())] > 0

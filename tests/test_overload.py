@@ -1,6 +1,7 @@
 """Overload: a full queue refuses new work at once with RESOURCE_EXHAUSTED and a retry hint,
 never holds more than --queue-capacity reviews, and finishes the work it admitted; the client
 library's retries (gRPC's own retry policy) ride the overload out within the caller's deadline.
+A call that a slow model would leave queued past its deadline is refused the same way.
 
 A GatedModel (the real model, held busy until the test releases it) makes the queue fill
 deterministically, with no timing assumptions.
@@ -22,6 +23,7 @@ from tests.helpers import occupy, request, until
 from tests.model_spies import GatedModel
 
 CAPACITY = 8
+SLOW_S = 1.0  # how long the model is held for the slow batch
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -142,3 +144,39 @@ def test_the_client_retries_a_full_queue_until_admitted_within_its_deadline(
     assert prediction.score == pytest.approx(expected, abs=1e-5)
     assert "retried until admitted" in model.reviews_scored
     assert "no retries" not in model.reviews_scored
+
+
+async def _refuse_calls_a_slow_model_would_make_late(running, model: GatedModel) -> dict:
+    async with grpc.aio.insecure_channel(running.target) as channel:
+        stub = stubs.SentimentServiceStub(channel)
+        first = await occupy(stub, model)
+        await asyncio.sleep(SLOW_S)  # one slow batch: the estimate is at least SLOW_S now
+        model.release.set()
+        await first
+        model.release.clear()
+        held = asyncio.ensure_future(stub.Predict(request("held"), timeout=60))
+        await until(lambda: len(model.calls) == 2)
+        late = [stub.Predict(request(f"late {i}"), timeout=SLOW_S / 2) for i in range(20)]
+        refused = await asyncio.gather(*late, return_exceptions=True)
+        patient = asyncio.ensure_future(stub.Predict(request("patient"), timeout=60))
+        await until(lambda: running.server.stats().queue_depth == 1)
+        stats = running.server.stats()
+        model.release.set()
+        await asyncio.gather(held, patient)
+        return {"refused": refused, "stats": stats}
+
+
+def test_calls_a_slow_model_would_make_late_are_refused_at_once_with_a_retry_hint(
+    start_server, serving_model
+):
+    model = GatedModel(serving_model)
+    with start_server(model=model) as running:
+        seen = asyncio.run(_refuse_calls_a_slow_model_would_make_late(running, model))
+    for error in seen["refused"]:
+        # Not DEADLINE_EXCEEDED: refused when they arrived, not queued until they expired.
+        assert isinstance(error, grpc.RpcError) and error.code() == RESOURCE_EXHAUSTED, error
+        assert "would outlast this request's deadline" in error.details()
+        assert int(dict(error.trailing_metadata())["grpc-retry-pushback-ms"]) >= 1
+    assert (seen["stats"].rejected_late, seen["stats"].rejected_full) == (20, 0)
+    assert not any(review.startswith("late") for review in model.reviews_scored)
+    assert "patient" in model.reviews_scored
