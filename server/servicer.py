@@ -132,10 +132,10 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         # The reader queues reviews as they arrive so one stream fills batches; this
         # generator answers in arrival order. The bounded `in_flight` queue stops the
         # reader (and, by flow control, the client) when too many await results.
-        if self._draining:
-            code, message, trailers = status_of(
-                ShuttingDownError("the server is shutting down and takes no new reviews")
-            )
+        try:
+            self._refuse_if_draining()
+        except ShuttingDownError as error:
+            code, message, trailers = status_of(error)
             await context.abort(code, message, trailing_metadata=trailers)  # raises
         in_flight: asyncio.Queue = asyncio.Queue(maxsize=self._limits.max_reviews_per_request)
         reader = asyncio.create_task(self._read_stream(request_iterator, in_flight, context))
