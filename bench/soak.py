@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.soak --quick      # CI's short version (a few thousand)
     .venv/bin/python -m bench.soak --long --plot-out reports/soak/rss-long.svg   # 1,000,000
     .venv/bin/python -m bench.soak --model-dir models/imdb-lstm --json-out soak.json
+    .venv/bin/python -m bench.soak --only cancelled --requests 150000   # one kind alone
 
 The load (bench.soak_load) mixes valid single- and multi-review calls, streams,
 bad inputs, client cancellations and too-short deadlines, over loopback only.
@@ -162,6 +163,8 @@ def format_report(report: dict) -> str:
         f"(growth after warm-up {report['rss_growth_after_warm_up_mib']})",
         f"second half     RSS growth {report['rss_growth_second_half_mib']} MiB",
         f"server exit     {report['server_exit_code']}",
+        "full GC passes  {count} while serving, {total_ms} ms in all, "
+        "longest {longest_ms} ms".format(**report["gc_full_passes"]),
         "verdict         " + ("PASS" if report["passed"] else "FAIL: " + "; ".join(failures)),
     ]
     for kind, numbers in report["by_kind"].items():
@@ -229,14 +232,21 @@ def memory_point(server: ServerProcess, requests: int) -> dict:
     return point
 
 
-def soak(plan: Plan, model_dir: Path, work_dir: Path, seed: int, reviews: list[str]) -> dict:
+def soak(
+    plan: Plan,
+    model_dir: Path,
+    work_dir: Path,
+    seed: int,
+    reviews: list[str],
+    weights: dict[str, int] | None = None,
+) -> dict:
     defaults = ServerConfig()
     server = ServerProcess(model_dir, work_dir / "server.log", {"log_level": "WARNING"})
     try:
         server.wait_until_serving()
         rss = {"start": float(server.memory_bytes()["rss_bytes"])}
         say(f"server up on {server.target}, RSS {mib(rss['start'])} MiB; {plan}")
-        mix = Mix(reviews, defaults.max_review_bytes, defaults.max_reviews_per_request)
+        mix = Mix(reviews, defaults.max_review_bytes, defaults.max_reviews_per_request, weights)
         warm_up_at = max(1, int(plan.requests * WARM_UP_FRACTION))
         curve: list[dict] = []
 
@@ -266,11 +276,29 @@ def soak(plan: Plan, model_dir: Path, work_dir: Path, seed: int, reviews: list[s
             )
         time.sleep(1)  # let cancelled calls' clean-up finish before the last reading
         rss["end"] = float(server.memory_bytes()["rss_bytes"])
+        full_passes = full_collections(server)
         rss.setdefault("after_warm_up", rss["end"])
         rss["peak"] = float(max(peak.peak_bytes, rss["end"]))
     finally:
         exit_code = server.stop()
-    return build_report(plan, tally, elapsed_s, cut_short, rss, exit_code, model_dir, curve)
+    report = build_report(plan, tally, elapsed_s, cut_short, rss, exit_code, model_dir, curve)
+    report["gc_full_passes"] = full_passes
+    return report
+
+
+def full_collections(server: ServerProcess) -> dict:
+    """The cycle collector's full passes while serving: how many, their summed and longest
+    pause (each one stops the event loop; --gc-freeze keeps them short)."""
+    found = {
+        sample.name: sample.value
+        for sample in server.samples()
+        if sample.name.startswith("python_gc_pause") and sample.labels.get("generation") == "2"
+    }
+    return {
+        "count": int(found.get("python_gc_pause_seconds_count", 0)),
+        "total_ms": round(found.get("python_gc_pause_seconds_sum", 0.0) * 1000, 1),
+        "longest_ms": round(found.get("python_gc_pause_longest_seconds", 0.0) * 1000, 1),
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -285,6 +313,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, help="override the plan's concurrency")
     parser.add_argument("--max-duration-s", type=float, help="override the load's time bound")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only",
+        choices=sorted(MIX),
+        help="send only this kind of request (to tell which kind a memory curve comes from)",
+    )
+    parser.add_argument("--sample-every", type=int, help="override the requests between readings")
     parser.add_argument("--json-out", type=Path, help="also write the report here as JSON")
     parser.add_argument("--work-dir", type=Path, help="server log goes here (default: a temp dir)")
     parser.add_argument("--plot-out", type=Path, help="draw the memory curve here (SVG or PNG)")
@@ -299,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         requests=args.requests or plan.requests,
         concurrency=args.concurrency or plan.concurrency,
         max_duration_s=args.max_duration_s or plan.max_duration_s,
+        sample_every=args.sample_every or plan.sample_every,
     )
-    if plan.requests < 1 or plan.concurrency < 1 or plan.max_duration_s <= 0:
+    if min(plan.requests, plan.concurrency, plan.sample_every) < 1 or plan.max_duration_s <= 0:
         print(f"soak: error: the plan must be positive, got {plan}", file=sys.stderr)
         return 2
     if not args.model_dir.is_dir():
@@ -311,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="soak-") as temp:
         work_dir = args.work_dir or Path(temp)
         work_dir.mkdir(parents=True, exist_ok=True)
-        report = soak(plan, args.model_dir, work_dir, args.seed, reviews)
+        weights = {args.only: 1} if args.only else None
+        report = soak(plan, args.model_dir, work_dir, args.seed, reviews, weights)
     print(format_report(report))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -110,15 +110,22 @@ class Tally:
 class Mix:
     """Builds and runs one request of a drawn kind against a channel; records its outcome."""
 
-    def __init__(self, reviews: list[str], max_review_bytes: int, max_reviews: int):
+    def __init__(
+        self,
+        reviews: list[str],
+        max_review_bytes: int,
+        max_reviews: int,
+        weights: dict[str, int] | None = None,
+    ):
         self.reviews = reviews
+        self.weights = dict(weights or MIX)
         self.oversize = "word " * (max_review_bytes // 5 + 1)
         self.max_reviews = max_reviews
         wire = sentiment_pb2.PredictRequest(reviews=["fine", "XX"]).SerializeToString()
         self.invalid_utf8 = wire.replace(b"XX", b"\xff\xfe")
 
     def draw(self, rng: random.Random) -> str:
-        return rng.choices(list(MIX), weights=list(MIX.values()))[0]
+        return rng.choices(list(self.weights), weights=list(self.weights.values()))[0]
 
     async def run(self, kind: str, channel: grpc.aio.Channel, rng: random.Random, tally: Tally):
         stub = sentiment_pb2_grpc.SentimentServiceStub(channel)

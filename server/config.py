@@ -71,6 +71,8 @@ class ServerConfig:
     # glibc's default (8 arenas per core). A cap of 2 was measured over 1,000,000 requests
     # (reports/soak/): RSS grew at the same rate, so it is an operator's choice, not a fix.
     malloc_arena_max: int = 0
+    # Move start-up's objects out of the cycle collector's full passes (server/heap.py).
+    gc_freeze: bool = True
 
     @property
     def address(self) -> str:
@@ -256,6 +258,13 @@ SETTINGS = (
         _integer,
         _between(0, 1024),
         "glibc malloc arenas at most (MALLOC_ARENA_MAX, if set, wins); 0: glibc's default",
+    ),
+    Setting(
+        "gc_freeze",
+        _boolean,
+        lambda _: None,
+        "once the model is loaded, freeze the Python objects alive (gc.freeze) so the cycle "
+        "collector's full passes skip them: a pause of a few hundred ms becomes microseconds",
     ),
 )
 

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
-from server import security
+from server import heap, security
 from server.batcher import BatcherStats, MicroBatcher
 from server.config import ServerConfig, describe, load_config
 from server.errors import StartupError
@@ -82,6 +82,9 @@ class SentimentServer:
                     self.metrics = None
                 raise
             logger.info("HTTP/JSON API and demo page on port %d (POST /predict, GET /)", http_port)
+        if self.config.gc_freeze:
+            heap.freeze()
+        self.server_metrics.collections.start()  # timing serving's passes, not start-up's
         # SERVING only now: the model was warmed up before the server was built.
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -111,6 +114,9 @@ class SentimentServer:
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
+        if self.config.gc_freeze:
+            heap.thaw()
+        self.server_metrics.collections.stop()
         logger.info("stopped; batcher stats: %s", self.batcher.stats().summary())
 
     async def wait_for_termination(self) -> None:

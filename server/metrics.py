@@ -28,10 +28,16 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 
 from server.batcher import BatcherStats, BatchRecord
 from server.explain import ExplainerStats
+from server.heap import CollectionTimer
 from server.malloc import malloc_bytes
 
 # Seconds: a micro-batched call takes milliseconds, a queued one up to its deadline.
@@ -77,6 +83,9 @@ class ServerMetrics:
         ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, CPU seconds
         GCCollector(registry=r)
         r.register(PythonHeapCollector())
+        # Started and stopped with the server (gc.callbacks is one list for the process).
+        self.collections = CollectionTimer()
+        r.register(CollectionPauseCollector(self.collections))
         self.calls_started = Counter(
             "grpc_server_started", "Calls started.", _CALL_LABELS, registry=r
         )
@@ -179,6 +188,33 @@ class PythonHeapCollector:
                 "Bytes freed to glibc's malloc and kept in its arenas (part of RSS).",
                 value=held["free"],
             )
+
+
+class CollectionPauseCollector:
+    """How long the cycle collector's passes held the interpreter, by generation: a full
+    pass (generation 2) over an unfrozen model's objects is a pause of a few hundred ms."""
+
+    def __init__(self, timer: CollectionTimer):
+        self._timer = timer
+
+    def collect(self) -> Iterator[Metric]:
+        pauses = SummaryMetricFamily(
+            "python_gc_pause_seconds",
+            "Time passes of Python's cycle collector held the interpreter, by generation.",
+            labels=("generation",),
+        )
+        longest = GaugeMetricFamily(
+            "python_gc_pause_longest_seconds",
+            "The longest pass of Python's cycle collector so far, by generation.",
+            labels=("generation",),
+        )
+        timer = self._timer
+        for generation in range(3):
+            label = [str(generation)]
+            pauses.add_metric(label, timer.count[generation], timer.seconds[generation])
+            longest.add_metric(label, timer.longest_s[generation])
+        yield pauses
+        yield longest
 
 
 class BatcherCollector:

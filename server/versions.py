@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from server import heap
 from server.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -243,9 +244,15 @@ class ModelManager:
 
     async def poll_forever(self, poll_s: float) -> None:
         """Polls every `poll_s` seconds until cancelled; a failed poll never ends the loop."""
+        refreeze = False
         while True:
             await asyncio.sleep(poll_s)
+            if refreeze:  # a poll after the swap: the old version's last batch is done
+                heap.freeze()
+                refreeze = False
             try:
-                await self.poll_once()
+                if await self.poll_once():
+                    # A frozen old version would never be collected: its layers hold cycles.
+                    refreeze = heap.thaw()
             except Exception:
                 logger.exception("polling for model versions failed; will try again")

@@ -4,6 +4,7 @@ tally's bookkeeping: a loss or a surprise must fail the soak."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +59,25 @@ def test_quick_soak_against_the_tiny_model_loses_nothing_and_reports_everything(
     assert report["rss_growth_after_warm_up_mib"] < 50
     assert report["server_exit_code"] == 0
     assert "lost            0" in finished.stdout and "PASS" in finished.stdout
+    # The cycle collector's full passes while serving, read from the server's /metrics.
+    passes = report["gc_full_passes"]
+    assert set(passes) == {"count", "total_ms", "longest_ms"}
+    assert 0 <= passes["longest_ms"] <= passes["total_ms"]
+    assert "full GC passes" in finished.stdout
     # The memory curve: a reading every 500 requests, RSS and the Python heap's blocks.
     curve = report["memory_curve"]
     assert [point["requests"] for point in curve] == list(range(500, 3_001, 500))
     assert all(point["rss_mib"] > 0 and point["heap_blocks"] > 0 for point in curve)
     write_plot(report, tmp_path / "memory.svg")
     assert (tmp_path / "memory.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_one_kind_alone_draws_only_that_kind():
+    mix = Mix(["a fine film"], max_review_bytes=100, max_reviews=4, weights={"stream": 1})
+    rng = random.Random(0)
+    assert {mix.draw(rng) for _ in range(200)} == {"stream"}
+    everything = Mix(["a fine film"], max_review_bytes=100, max_reviews=4)
+    assert {everything.draw(rng) for _ in range(2_000)} == set(MIX)
 
 
 SMALL = Plan(10, 2, 60)
