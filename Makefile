@@ -21,7 +21,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test test-image image lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick soak-long kill-test slowdown explain-eval explain-bench clean
+.PHONY: install serve test test-image image lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick soak-long native-leaks kill-test slowdown explain-eval explain-bench clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
@@ -136,6 +136,10 @@ soak-quick: $(STAMP)
 soak-long: $(STAMP)
 	$(BIN)/python -m bench.soak --long --json-out reports/soak/long.json \
 		--plot-out reports/soak/memory-long.svg
+
+# Each kind of the soak's mix alone under heaptrack: the native bytes each kind leaves behind.
+native-leaks: $(STAMP)
+	$(BIN)/python -m bench.native_leaks --json-out reports/soak/native-leaks.json
 
 # Three replicas behind the client library's round_robin at concurrency 64, one SIGKILLed mid-run
 # and restarted on its port; counts every call's outcome and time (reports/kill/). CI runs the
