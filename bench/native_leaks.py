@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import re
 import shutil
 import subprocess
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 from bench.server_proc import ServerProcess
-from bench.soak_load import MIX, Mix, run_load, synthetic_review
+from bench.soak_load import MIX, Mix, run_load, synthetic_reviews
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
 
 CONCURRENCY = 128
@@ -92,8 +91,7 @@ def _library(following: list[str]) -> str:
 def trace_kind(kind: str, model_dir: Path, work_dir: Path, warm_up: int, requests: int) -> dict:
     defaults = ServerConfig()
     server = ServerProcess(model_dir, work_dir / f"server-{kind}.log", {"log_level": "WARNING"})
-    rng = random.Random(0)
-    reviews = [synthetic_review(rng) for _ in range(2_000)]
+    reviews = synthetic_reviews(0)
     mix = Mix(reviews, defaults.max_review_bytes, defaults.max_reviews_per_request, {kind: 1})
 
     def load(count: int, seed: int) -> float:

@@ -43,7 +43,7 @@ import grpc
 
 from bench.server_proc import ServerProcess
 from bench.slow_server import NORMAL_SIGNAL, SLOW_SIGNAL
-from bench.soak_load import synthetic_review
+from bench.soak_load import synthetic_reviews
 from imdb_sentiment_client.bench import percentile
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.config import DEFAULT_MODEL_DIR
@@ -331,8 +331,7 @@ def slowdown(plan: Plan, model_dir: Path, work_dir: Path, seed: int, admission: 
     # Every failed call is logged at WARNING, as JSON: the refusals' timing in the server.
     settings = {"log_level": "WARNING", "log_format": "json", "max_batch_size": plan.max_batch_size}
     server = ServerProcess(model_dir, log_path, settings, command=command)
-    rng = random.Random(seed)
-    reviews = [synthetic_review(rng) for _ in range(2_000)]
+    reviews = synthetic_reviews(seed)
     try:
         server.wait_until_serving()
         say(f"server up on {server.target}; {plan}")

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import random
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.server_proc import PeakRss, ServerProcess
-from bench.soak_load import MIX, Mix, Tally, run_load, synthetic_review
+from bench.soak_load import MIX, Mix, Tally, run_load, synthetic_reviews
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
 
 MIB = 1024 * 1024
@@ -341,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model_dir.is_dir():
         print(f"soak: error: --model-dir {args.model_dir} is not a directory", file=sys.stderr)
         return 2
-    rng = random.Random(args.seed)
-    reviews = [synthetic_review(rng) for _ in range(2_000)]
+    reviews = synthetic_reviews(args.seed)
     with tempfile.TemporaryDirectory(prefix="soak-") as temp:
         work_dir = args.work_dir or Path(temp)
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,12 @@ def synthetic_review(rng: random.Random) -> str:
     return text.capitalize() + rng.choice([".", "!", "...", " <br /><br />", "?!"])
 
 
+def synthetic_reviews(seed: int, count: int = 2_000) -> list[str]:
+    """The benches' review sample: `count` synthetic reviews, the same for the same seed."""
+    rng = random.Random(seed)
+    return [synthetic_review(rng) for _ in range(count)]
+
+
 @dataclass
 class Tally:
     """Outcomes by kind, stream reviews' outcomes, and every loss or surprise (first few kept)."""
