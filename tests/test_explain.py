@@ -193,7 +193,7 @@ def test_the_explainer_runs_one_at_a_time_refuses_beyond_capacity_and_drops_leav
         await asyncio.gather(left, return_exceptions=True)  # the caller has gone
         model.release.set()
         explained = await first
-        assert explained.steps == 32  # one gradient round: 16 segments of 2 nodes
+        assert explained.steps == 48  # one gradient round: 24 segments of 2 nodes
         assert [w.token for w in explained.words] == ["one", "two"]
         assert [w.attribution for w in explained.words] == pytest.approx([0.1, 0.1])
         assert len((await third).words) == 3
