@@ -1,13 +1,16 @@
 """Why this score: a review's words with their spans and signed attributions, and the Explainer
 that computes them on a worker thread of their own, beside Predict's batcher.
 
-Standard library only; the model supplies token ids and integrated gradients
-(server/integrated_gradients.py). The method, stated with every answer as
-Captum does: integrated gradients over each token's presence, from a baseline
-of as many blank tokens (zero embeddings) to the review, by Gauss-Legendre
-quadrature whose node count starts at `MIN_STEPS` and doubles until the
-attributions sum to score(review) - score(baseline) within `TOLERANCE` (or
-`MAX_STEPS` is reached); the remaining gap is reported as `convergence_delta`.
+The model supplies token ids and the path's scores and gradients
+(server/integrated_gradients.py); server/adaptive_quadrature.py integrates them.
+The method, stated with every answer as Captum does: integrated gradients over
+each token's presence, from a baseline of as many blank tokens (zero
+embeddings) to the review, by composite Gauss-Legendre quadrature on segments
+of the path chosen where the score moves (a forward-only scan), refined until
+the segments' errors add up to at most `TOLERANCE` of score(review) -
+score(baseline) (each segment's exact integral is known: score(end) -
+score(start)) or the rounds run out; `steps` is the number of nodes, the
+remaining gap is reported as `convergence_delta`, and nothing is rescaled.
 
 Explain work never enters Predict's queue: the Explainer runs one explanation
 at a time on its own thread and admits at most `queue_capacity` (waiting or
@@ -31,6 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
+from server.adaptive_quadrature import integrate
 from server.errors import (
     NO_WORDS,
     DeadlineExceededError,
@@ -45,8 +51,6 @@ from server.word_spans import words
 
 METHOD = "integrated_gradients"
 BASELINE = "blank tokens: every token the model saw, as a zero embedding vector (same length)"
-MIN_STEPS = 8
-MAX_STEPS = 64
 # Completeness: |sum of attributions - (score - baseline score)| within 5% of the latter,
 # or within 1e-4 when score and baseline barely differ (float32 rounding, not the method).
 TOLERANCE = 0.05
@@ -72,9 +76,11 @@ class ExplainableModel(Protocol):
 
     def vocabulary_ids(self, tokens: Sequence[str]) -> list[int]: ...
 
-    def integrated_gradients(
-        self, ids: Sequence[int], steps: int
-    ) -> tuple[list[float], float, float]: ...
+    def presence_scores(self, ids: Sequence[int], presences: np.ndarray) -> np.ndarray: ...
+
+    def presence_gradients(
+        self, ids: Sequence[int], presences: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -128,22 +134,20 @@ def explain_review(
         raise InvalidReviewError(NO_WORDS)
     first_seen = max(0, len(ids) - model.maxlen)
     seen = ids[first_seen:]
-    steps = MIN_STEPS
-    while True:
-        attributions, score, baseline_score = model.integrated_gradients(seen, steps)
-        delta = math.fsum(attributions) - (score - baseline_score)
-        converged = abs(delta) <= max(TOLERANCE * abs(score - baseline_score), ABSOLUTE_TOLERANCE)
-        if converged or steps >= MAX_STEPS or (should_stop is not None and should_stop.is_set()):
-            break
-        steps *= 2
+    path = integrate(
+        lambda presences: model.presence_scores(seen, presences),
+        lambda presences: model.presence_gradients(seen, presences),
+        lambda gap: max(TOLERANCE * abs(gap), ABSOLUTE_TOLERANCE),
+        should_stop,
+    )
     return Explanation(
-        score=score,
+        score=path.score,
         model_version=model.version,
         decision_threshold=model.decision_threshold,
-        words=tuple(_attributed(found, ids, first_seen, attributions)),
-        baseline_score=baseline_score,
-        steps=steps,
-        convergence_delta=delta,
+        words=tuple(_attributed(found, ids, first_seen, path.attributions.tolist())),
+        baseline_score=path.baseline_score,
+        steps=path.nodes,
+        convergence_delta=path.convergence_delta,
     )
 
 

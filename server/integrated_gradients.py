@@ -16,11 +16,12 @@ baseline, a review of as many tokens, every one of them blank:
   ids on, masks are dropped (one review, no padding: all true), and every other
   layer runs as it does when serving.
 
-attribution_t = integral over a of d score / d p_t at p = (a, ..., a), by Gauss-
-Legendre quadrature. Completeness: the attributions sum to score(review) -
-score(baseline), up to the quadrature's error, which explain.py measures and
-reports (the convergence delta, as Captum does) and drives down by raising the
-number of nodes. Only the classifier's graph is read, so this works for any
+attribution_t = integral over a in [0, 1] of d score / d p_t at p = (a, ..., a).
+This module gives the path's scores (forward passes only) and gradients at any
+presences; server/adaptive_quadrature.py integrates them, checking completeness
+segment by segment: the attributions sum to score(review) - score(baseline), up
+to the quadrature's error, which explain.py reports (the convergence delta, as
+Captum does). Only the classifier's graph is read, so this works for any
 classifier built by training/model.py without knowing its layers.
 
 Beside server/model.py, the only server module that imports TensorFlow: the
@@ -41,49 +42,49 @@ from server.errors import ModelLoadError
 _PADDING_ID = 0
 
 
-def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """`steps` nodes in (0, 1) and their weights (summing to 1) for integrating over [0, 1]."""
-    if type(steps) is not int or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    nodes, weights = np.polynomial.legendre.leggauss(steps)
-    return ((nodes + 1) / 2).astype(np.float32), (weights / 2).astype(np.float32)
-
-
 class PresenceGradients:
-    """`(ids [n], presences [k], weights [k]) -> (sum_k weights[k] * d score / d p at
-    p = presences[k], [n]; score at each presence, [k])` for one review's token ids."""
+    """One review's path from the baseline (presence 0) to the review (presence 1):
+    `scores(ids [n], presences [k]) -> score at each presence [k]` (forward passes only), and
+    `(ids [n], presences [k]) -> (d score / d p_t at p = (a, ..., a) for each presence a,
+    [k, n]; score at each presence, [k])`."""
 
     def __init__(self, classifier: keras.Model, device: str):
         relaxed = relaxed_classifier(classifier)
 
+        def presence_rows(ids, presences):
+            rows = tf.tile(ids[None, :], [tf.shape(presences)[0], 1])
+            return rows, tf.tile(presences[:, None], [1, tf.shape(ids)[0]])  # [k, n] each
+
         @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.float32),
-            ]
+            input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)]
         )
-        def weighted_gradients(ids, presences, weights):
+        def scores(ids, presences):
             with tf.device(device):
-                presence = tf.tile(presences[:, None], [1, tf.shape(ids)[0]])  # [k, n]
+                return relaxed(*presence_rows(ids, presences))
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)]
+        )
+        def gradients(ids, presences):
+            with tf.device(device):
+                rows, presence = presence_rows(ids, presences)
                 with tf.GradientTape() as tape:
                     tape.watch(presence)
-                    rows = tf.tile(ids[None, :], [tf.shape(presences)[0], 1])
-                    scores = relaxed(rows, presence)  # [k]; row k reads presence[k] only
-                gradients = tape.gradient(scores, presence)  # [k, n]
-                return tf.linalg.matvec(gradients, weights, transpose_a=True), scores
+                    scored = relaxed(rows, presence)  # [k]; row k reads presence[k] only
+                return tape.gradient(scored, presence), scored  # [k, n], [k]
 
-        self._weighted_gradients = weighted_gradients
+        self._scores = scores
+        self._gradients = gradients
 
-    def __call__(
-        self, ids: np.ndarray, presences: np.ndarray, weights: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        summed, scores = self._weighted_gradients(
-            tf.constant(ids, tf.int64),
-            tf.constant(presences, tf.float32),
-            tf.constant(weights, tf.float32),
+    def scores(self, ids: np.ndarray, presences: np.ndarray) -> np.ndarray:
+        scored = self._scores(tf.constant(ids, tf.int64), tf.constant(presences, tf.float32))
+        return scored.numpy().astype(np.float64)
+
+    def __call__(self, ids: np.ndarray, presences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gradients, scores = self._gradients(
+            tf.constant(ids, tf.int64), tf.constant(presences, tf.float32)
         )
-        return summed.numpy().astype(np.float64), scores.numpy().astype(np.float64)
+        return gradients.numpy().astype(np.float64), scores.numpy().astype(np.float64)
 
 
 def relaxed_classifier(classifier: keras.Model) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:

@@ -22,6 +22,7 @@ import math
 import os
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -38,7 +39,7 @@ from server.errors import (
     StartupError,
 )
 from server.fast_path import FastScorer, UnsupportedGraph
-from server.integrated_gradients import PresenceGradients, gauss_legendre
+from server.integrated_gradients import PresenceGradients
 from server.length_groups import DEFAULT_COST, GroupingCost, fit_cost, group_by_length
 from server.versions import ModelVersion, complete_versions
 from server.word_spans import NEGATION, PLAIN
@@ -307,20 +308,25 @@ class ServingModel:
         """The ids the vectoriser gives these standardised tokens (1 for out of vocabulary)."""
         return [self._vocabulary.get(token, OOV_ID) for token in tokens]
 
-    def integrated_gradients(self, ids: list[int], steps: int) -> tuple[list[float], float, float]:
-        """(attribution per token, score, baseline score) for the ids of one review the
-        classifier sees (at most maxlen, none 0), by `steps` Gauss-Legendre nodes."""
+    def presence_scores(self, ids: Sequence[int], presences: np.ndarray) -> np.ndarray:
+        """Scores [k] along one review's path from the baseline (presence 0) to the review
+        (presence 1), at `presences`; `ids` are those the classifier sees (at most maxlen,
+        none 0). Forward passes only."""
+        return self._explainable().scores(np.asarray(ids, dtype=np.int64), presences)
+
+    def presence_gradients(
+        self, ids: Sequence[int], presences: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(d score / d presence of each token [k, n], scores [k]) at `presences` along the
+        same path."""
+        return self._explainable()(np.asarray(ids, dtype=np.int64), presences)
+
+    def _explainable(self) -> PresenceGradients:
         if self.explain_unavailable is not None or self._presence_gradients is None:
             raise ExplainUnavailableError(
                 f"model version {self.version} cannot be explained: {self.explain_unavailable}"
             )
-        nodes, weights = gauss_legendre(steps)
-        # Two more rows, weighted 0: the baseline (presence 0) and the review (presence 1).
-        presences = np.concatenate([[0.0, 1.0], nodes])
-        summed, scores = self._presence_gradients(
-            np.asarray(ids, dtype=np.int64), presences, np.concatenate([[0.0, 0.0], weights])
-        )
-        return summed.tolist(), float(scores[1]), float(scores[0])
+        return self._presence_gradients
 
     def warm_up(self) -> float:
         """Traces both functions and touches the device once; returns the seconds it took."""
@@ -339,12 +345,14 @@ class ServingModel:
         return time.monotonic() - started_s
 
     def _warm_up_explain(self) -> None:
-        """Traces the attribution function, or records why this version cannot explain."""
+        """Traces the attribution functions, or records why this version cannot explain."""
         if self.explain_unavailable is not None:
             logger.warning("Explain is off for %s: %s", self.describe(), self.explain_unavailable)
             return
         try:
-            self.integrated_gradients(self.token_ids("a fine film"), 2)
+            ids = self.token_ids("a fine film")
+            self.presence_scores(ids, np.array([0.0, 1.0]))
+            self.presence_gradients(ids, np.array([0.5]))
         except Exception as exc:  # a layer the relaxation cannot handle; Predict is unaffected
             self.explain_unavailable = f"its classifier cannot be relaxed ({exc})"
             logger.warning("Explain is off for %s: %s", self.describe(), self.explain_unavailable)

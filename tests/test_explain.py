@@ -103,23 +103,28 @@ def _bag_classifier(vocab_size: int = 50):
 
 
 def test_the_relaxation_reaches_a_bag_of_ids_beside_the_lstm():
-    from server.integrated_gradients import PresenceGradients, gauss_legendre
-
     classifier = _bag_classifier()
-    gradients = PresenceGradients(classifier, "/CPU:0")
     ids = np.array([5, 9, 2, 31, 5, 17, 44])
-    nodes, weights = gauss_legendre(32)
-    summed, scores = gradients(
-        ids, np.concatenate([[0.0, 1.0], nodes]), np.concatenate([[0.0, 0.0], weights])
-    )
+    summed, scores = _integrated(classifier, ids)
     assert scores[1] == pytest.approx(float(classifier(ids[None])[0, 0]), abs=1e-6)
     assert summed.sum() == pytest.approx(scores[1] - scores[0], abs=1e-4)
     bag = classifier.layers[-3]  # the bag's weights dominate (x3): its words must stand out
-    lstm_only = PresenceGradients(_without_bag(classifier), "/CPU:0")
-    summed_lstm, _ = lstm_only(
-        ids, np.concatenate([[0.0, 1.0], nodes]), np.concatenate([[0.0, 0.0], weights])
-    )
+    summed_lstm, _ = _integrated(_without_bag(classifier), ids)
     assert not np.allclose(summed, summed_lstm, atol=1e-3), bag.name
+
+
+def _integrated(classifier, ids, steps: int = 32):
+    """(attributions by a fixed `steps`-node Gauss-Legendre rule, scores at presence 0 and 1),
+    from PresenceGradients' two functions."""
+    from server.adaptive_quadrature import gauss_legendre
+    from server.integrated_gradients import PresenceGradients
+
+    path = PresenceGradients(classifier, "/CPU:0")
+    nodes, weights = gauss_legendre(steps)
+    gradients, at_nodes = path(ids, nodes)
+    ends = path.scores(ids, np.array([0.0, 1.0]))
+    assert at_nodes == pytest.approx(path.scores(ids, nodes), abs=1e-6)  # the same path
+    return weights @ gradients, ends
 
 
 def _without_bag(classifier):
@@ -149,10 +154,14 @@ class SlowModel:
     def vocabulary_ids(self, tokens):
         return [2 + i for i, _ in enumerate(tokens)]
 
-    def integrated_gradients(self, ids, steps):
-        self.started.append(list(ids))
-        self.release.wait(10)
-        return [0.1] * len(ids), 0.5 + 0.1 * len(ids), 0.5
+    def presence_scores(self, ids, presences):
+        if not self.started or self.started[-1] is not ids:
+            self.started.append(ids)
+            self.release.wait(10)
+        return 0.5 + 0.1 * len(ids) * np.asarray(presences)  # a straight path
+
+    def presence_gradients(self, ids, presences):
+        return np.full((len(presences), len(ids)), 0.1), self.presence_scores(ids, presences)
 
 
 class Models:
@@ -184,7 +193,9 @@ def test_the_explainer_runs_one_at_a_time_refuses_beyond_capacity_and_drops_leav
         await asyncio.gather(left, return_exceptions=True)  # the caller has gone
         model.release.set()
         explained = await first
-        assert explained.steps == 8 and [w.token for w in explained.words] == ["one", "two"]
+        assert explained.steps == 48  # one gradient round: 24 segments of 2 nodes
+        assert [w.token for w in explained.words] == ["one", "two"]
+        assert [w.attribution for w in explained.words] == pytest.approx([0.1, 0.1])
         assert len((await third).words) == 3
         assert model.started == [[2, 3], [2, 3, 4]]  # the caller that left was never explained
         stats = explainer.stats()
@@ -217,21 +228,17 @@ def test_the_relaxation_reaches_the_reader_presets_hashed_bigram_bag():
     """The classifier training/model.py builds with a bag (as model 3's "reader" preset has)."""
     import keras
 
-    from server.integrated_gradients import PresenceGradients, gauss_legendre
     from training.model import build_classifier, get_preset
 
     keras.utils.set_random_seed(3)
     classifier = build_classifier(get_preset("tiny", bag_buckets=64))
     bag = classifier.get_layer("bag_logit")
     ids = np.array([5, 9, 2, 31, 5, 17, 44, 1])
-    nodes, weights = gauss_legendre(32)
-    presences = np.concatenate([[0.0, 1.0], nodes])
-    quadrature = np.concatenate([[0.0, 0.0], weights])
-    silent, _ = PresenceGradients(classifier, "/CPU:0")(ids, presences, quadrature)
+    silent, _ = _integrated(classifier, ids)
     rng = np.random.default_rng(0)
     bag.word_weights.assign(rng.normal(0, 2, bag.word_weights.shape).astype("float32"))
     bag.pair_weights.assign(rng.normal(0, 2, bag.pair_weights.shape).astype("float32"))
-    summed, scores = PresenceGradients(classifier, "/CPU:0")(ids, presences, quadrature)
+    summed, scores = _integrated(classifier, ids)
     assert scores[1] == pytest.approx(float(classifier(ids[None])[0, 0]), abs=1e-6)
     assert summed.sum() == pytest.approx(scores[1] - scores[0], abs=1e-4)
     # The bag's words now carry most of the logit: their attributions must show it.
