@@ -4,9 +4,10 @@ that computes them on a worker thread of their own, beside Predict's batcher.
 The model supplies token ids and the path's scores and gradients
 (server/integrated_gradients.py); server/adaptive_quadrature.py integrates them.
 The method, stated with every answer as Captum does: integrated gradients over
-each token's presence, from a baseline of as many blank tokens (zero
-embeddings) to the review, by composite Gauss-Legendre quadrature on segments
-of the path chosen where the score moves (a forward-only scan), refined until
+each token's presence, from a baseline of as many unknown words (every token's
+embedding the `[UNK]` id's) to the review, by Gauss-Legendre quadrature: 8 nodes
+over the whole path when that is complete, else composite, on segments of the
+path chosen where the score moves (a forward-only scan), refined until
 the segments' errors add up to at most `TOLERANCE` of score(review) -
 score(baseline) (each segment's exact integral is known: score(end) -
 score(start)) or the rounds run out; `steps` is the number of nodes, the
@@ -50,7 +51,7 @@ from server.model_gate import ModelGate
 from server.word_spans import words
 
 METHOD = "integrated_gradients"
-BASELINE = "blank tokens: every token the model saw, as a zero embedding vector (same length)"
+BASELINE = "unknown words: every token the model saw, as the [UNK] embedding vector (same length)"
 # Completeness: |sum of attributions - (score - baseline score)| within 5% of the latter,
 # or within 1e-4 when score and baseline barely differ (float32 rounding, not the method).
 TOLERANCE = 0.05
@@ -59,7 +60,8 @@ OOV_ID = 1
 
 # Word statuses: only "scored" and "out_of_vocabulary" words carry an attribution.
 SCORED = "scored"
-OUT_OF_VOCABULARY = "out_of_vocabulary"  # the model saw [UNK] there; attributed
+# The model saw [UNK] there: attributed, 0 (the baseline's word is [UNK] too).
+OUT_OF_VOCABULARY = "out_of_vocabulary"
 BEYOND_MAXLEN = "beyond_maxlen"  # before the last maxlen tokens: never reached the model
 REMOVED = "removed"  # standardisation left nothing of it (punctuation, emoji, other scripts)
 

@@ -3,10 +3,14 @@
 Sundararajan et al. 2017, over a continuous relaxation of the review: every token
 t gets a presence p_t in [0, 1], and the classifier is re-run with its own
 layers and weights so that p_t = 1 is the review as served and p = 0 is the
-baseline, a review of as many tokens, every one of them blank:
+baseline, a review of as many tokens, every one of them an unknown word:
 
-- an Embedding's output vector for t is multiplied by p_t (the baseline is the
-  zero vector, with the mask unchanged: the same length, nothing in it);
+- an Embedding's output vector e_t for t becomes p_t e_t + (1 - p_t) e_unk,
+  e_unk the vector of the `[UNK]` id (the baseline: the same length and mask,
+  every word one the model cannot read). Word dropout trains the model on
+  `[UNK]` in place of words, so the baseline is a review it knows how to read;
+  from zero vectors instead (inputs it never saw) the BiLSTM's score jumped
+  within a thousandth of the path on about half of the reviews;
 - any other layer that reads the token ids directly (the linear word/pair bag
   beside the LSTM in later presets) is a black box: its output moves from its
   value with token t deleted towards its value with t present in proportion to
@@ -40,6 +44,8 @@ from server.errors import ModelLoadError
 
 # Classifier ids are right-padded with 0; a row with token t deleted is padded so too.
 _PADDING_ID = 0
+# TextVectorization's out-of-vocabulary id: its embedding vector is the baseline's every token.
+UNKNOWN_ID = 1
 
 
 class PresenceGradients:
@@ -116,8 +122,10 @@ def relaxed_classifier(classifier: keras.Model) -> Callable[[tf.Tensor, tf.Tenso
                 if not reads_ids or _is_discrete(output):
                     return output  # reads no ids, or ids -> ids (word dropout)
                 if isinstance(operation, keras.layers.Embedding):
-                    # [k, n, d] * [k, n, 1]: a blank token is the zero vector, mask unchanged.
-                    return output * tf.cast(presence[:, :, None], output.dtype)
+                    # [k, n, d]: each token's vector slides from [UNK]'s to its own; mask unchanged.
+                    p = tf.cast(presence[:, :, None], output.dtype)
+                    unknown = tf.cast(operation.embeddings[UNKNOWN_ID], output.dtype)
+                    return unknown + p * (output - unknown)
                 if not isinstance(operation, keras.layers.Layer) or len(args) > 1:
                     raise ModelLoadError(
                         f"cannot explain {getattr(operation, 'name', operation)!r}: it turns "

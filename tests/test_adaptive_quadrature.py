@@ -1,5 +1,6 @@
 """Adaptive quadrature (server/adaptive_quadrature.py) on plain numpy paths: a steep jump that a
-fixed 64-node Gauss-Legendre rule misses, a smooth path, and a step no node can see."""
+fixed 64-node Gauss-Legendre rule misses, a smooth path done by the first 8-node try, and a step
+no node can see."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from server.adaptive_quadrature import MAX_ROUNDS, gauss_legendre, integrate
+from server.adaptive_quadrature import FIRST_TRY_NODES, MAX_ROUNDS, gauss_legendre, integrate
 
 WEIGHTS = np.array([0.3, -0.1, 0.2, 0.05, 0.15])  # each token's share of the jump
 SLOPES = np.array([0.02, 0.01, -0.03, 0.0, 0.04])  # and of a smooth rise beside it
@@ -64,24 +65,29 @@ def test_fixed_gauss_legendre_misses_a_steep_jump_that_the_adaptive_rule_finds()
     result = integrate(path.scores, path.gradients, tolerance)
     assert abs(result.convergence_delta) <= tolerance(result.score - result.baseline_score)
     np.testing.assert_allclose(result.attributions, path.exact(), atol=2e-3)
-    assert result.gradient_calls <= MAX_ROUNDS and path.gradient_calls == result.gradient_calls
+    # The 8-node try over the whole path misses the jump too; then up to MAX_ROUNDS rounds.
+    assert 2 <= result.gradient_calls <= 1 + MAX_ROUNDS
+    assert path.gradient_calls == result.gradient_calls
     assert result.nodes == sum(segment.nodes for segment in result.segments)
     covered = [(s.start, s.end) for s in result.segments]
     assert covered[0][0] == 0.0 and covered[-1][1] == 1.0
     assert all(a[1] == b[0] for a, b in zip(covered[:-1], covered[1:], strict=True))
 
 
-def test_a_smooth_path_takes_one_scan_and_one_gradient_call():
+def test_a_smooth_path_takes_one_gradient_call_of_both_ends_and_8_nodes_and_no_scan():
     slopes = SLOPES + 0.1
+    rows = []
 
     def scores(presences):
         return 0.2 + slopes.sum() * np.asarray(presences) ** 3
 
     def gradients(presences):
+        rows.append(len(presences))
         return 3 * slopes * np.asarray(presences)[:, None] ** 2, scores(presences)
 
     result = integrate(scores, gradients, tolerance)
-    assert (result.gradient_calls, result.scan_calls) == (1, 1)
+    assert (result.gradient_calls, result.scan_calls, rows) == (1, 0, [2 + FIRST_TRY_NODES])
+    assert result.nodes == FIRST_TRY_NODES
     np.testing.assert_allclose(result.attributions, slopes, atol=1e-9)
     assert result.convergence_delta == pytest.approx(0.0, abs=1e-9)
 
@@ -92,8 +98,9 @@ def test_a_step_no_gradient_sees_is_reported_in_the_delta_not_rescaled_away():
     # The attributions hold the smooth rise only; the step is the convergence delta.
     np.testing.assert_allclose(result.attributions, SLOPES, atol=1e-6)
     assert result.convergence_delta == pytest.approx(-WEIGHTS.sum(), abs=1e-6)
-    # Once the step is pinned between neighbouring float32 presences, no more rounds.
-    assert result.gradient_calls == 1
+    # The whole-path try, then one round: once the step is pinned between neighbouring
+    # float32 presences, no more.
+    assert result.gradient_calls == 2
     stepped = max(result.segments, key=lambda s: abs(s.error))
     assert stepped.start < JUMP_AT <= stepped.end
     assert stepped.end - stepped.start <= 8 * np.spacing(np.float32(JUMP_AT))

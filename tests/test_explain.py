@@ -61,6 +61,21 @@ def test_words_the_model_never_saw_are_marked_not_zeroed(serving_model):
     assert len(seen) == maxlen
 
 
+def test_the_baseline_is_the_review_with_every_word_unknown(serving_model):
+    review = REVIEWS[0]
+    explanation = explain_review(serving_model, review)
+    seen = [w for w in explanation.words if w.attribution is not None]
+    unknown = " ".join(f"zqxj{chr(97 + i % 26)}{i}" for i in range(len(seen)))
+    assert set(serving_model.token_ids(unknown)) == {1}  # every word [UNK]
+    assert explanation.baseline_score == pytest.approx(
+        serving_model.predict([unknown])[0], abs=1e-5
+    )
+    # A word the model cannot read is the baseline's word: it moves nothing.
+    with_unknown = explain_review(serving_model, review + " qwxjz")
+    assert with_unknown.words[-1].status == OUT_OF_VOCABULARY
+    assert with_unknown.words[-1].attribution == 0.0
+
+
 def test_a_review_without_words_gets_predicts_message(serving_model):
     with pytest.raises(InvalidReviewError) as raised:
         explain_review(serving_model, "!!! 😀 …")
@@ -193,7 +208,7 @@ def test_the_explainer_runs_one_at_a_time_refuses_beyond_capacity_and_drops_leav
         await asyncio.gather(left, return_exceptions=True)  # the caller has gone
         model.release.set()
         explained = await first
-        assert explained.steps == 48  # one gradient round: 24 segments of 2 nodes
+        assert explained.steps == 8  # a straight path: the 8-node try over the whole path
         assert [w.token for w in explained.words] == ["one", "two"]
         assert [w.attribution for w in explained.words] == pytest.approx([0.1, 0.1])
         assert len((await third).words) == 3
