@@ -28,8 +28,10 @@ to the quadrature's error, which explain.py reports (the convergence delta, as
 Captum does). Only the classifier's graph is read, so this works for any
 classifier built by training/model.py without knowing its layers.
 
-Beside server/model.py, the only server module that imports TensorFlow: the
-attribution is a computation on the model, kept apart from loading and scoring.
+On the CPU fast path, server/fast_gradients.py computes the same numbers with the
+LSTM's backward pass by hand, for the graphs it knows; this module serves every
+other graph, and the GPU. Like the fast path's modules it imports TensorFlow:
+the attribution is a computation on the model, kept apart from loading and scoring.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ class PresenceGradients:
 
         self._scores = scores
         self._gradients = gradients
+
+    def compile_all(self) -> None:
+        """Traces both functions now (the first Explain would wait for it)."""
+        self.scores(np.array([2, 3]), np.array([0.0, 1.0]))
+        self(np.array([2, 3]), np.array([0.5]))
 
     def scores(self, ids: np.ndarray, presences: np.ndarray) -> np.ndarray:
         scored = self._scores(tf.constant(ids, tf.int64), tf.constant(presences, tf.float32))

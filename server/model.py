@@ -38,6 +38,7 @@ from server.errors import (
     ModelLoadError,
     StartupError,
 )
+from server.fast_gradients import FastPresenceGradients
 from server.fast_path import FastScorer, UnsupportedGraph
 from server.integrated_gradients import PresenceGradients
 from server.length_groups import DEFAULT_COST, GroupingCost, fit_cost, group_by_length
@@ -191,7 +192,8 @@ class ServingModel:
         if self.standardizer is None:
             self.explain_unavailable = "its text standardiser has no Python mirror for word spans"
         self._vocabulary = {str(t): i for i, t in enumerate(vectorize.get_vocabulary())}
-        self._presence_gradients: PresenceGradients | None = None
+        self._presence_gradients: PresenceGradients | FastPresenceGradients | None = None
+        self.explain_path = "keras"  # "fast": the fast path's own backward pass
         try:
             self._presence_gradients = PresenceGradients(classifier, device)
         except ModelLoadError as exc:  # Predict does not need it
@@ -208,6 +210,7 @@ class ServingModel:
                     classifier, self.maxlen, lanes=fast_path_lanes or default_fast_path_lanes()
                 )
                 self.scoring_path = "fast"
+                self._explain_on_fast_path(classifier)
             except UnsupportedGraph as exc:
                 self.fallback_reason = str(exc)
                 logger.warning(
@@ -216,6 +219,16 @@ class ServingModel:
                     version.path,
                     exc,
                 )
+
+    def _explain_on_fast_path(self, classifier) -> None:
+        """Explain's gradients from the fast path's own backward pass, where the graph allows."""
+        if self._presence_gradients is None:
+            return
+        try:
+            self._presence_gradients = FastPresenceGradients(classifier, self.maxlen)
+            self.explain_path = "fast"
+        except UnsupportedGraph as exc:
+            logger.info("Explain keeps Keras' gradients for %s: %s", self.path, exc)
 
     @classmethod
     def load_latest(cls, model_dir: Path, device: str = "auto") -> ServingModel:
@@ -321,7 +334,7 @@ class ServingModel:
         same path."""
         return self._explainable()(np.asarray(ids, dtype=np.int64), presences)
 
-    def _explainable(self) -> PresenceGradients:
+    def _explainable(self) -> PresenceGradients | FastPresenceGradients:
         if self.explain_unavailable is not None or self._presence_gradients is None:
             raise ExplainUnavailableError(
                 f"model version {self.version} cannot be explained: {self.explain_unavailable}"
@@ -350,9 +363,7 @@ class ServingModel:
             logger.warning("Explain is off for %s: %s", self.describe(), self.explain_unavailable)
             return
         try:
-            ids = self.token_ids("a fine film")
-            self.presence_scores(ids, np.array([0.0, 1.0]))
-            self.presence_gradients(ids, np.array([0.5]))
+            self._explainable().compile_all()
         except Exception as exc:  # a layer the relaxation cannot handle; Predict is unaffected
             self.explain_unavailable = f"its classifier cannot be relaxed ({exc})"
             logger.warning("Explain is off for %s: %s", self.describe(), self.explain_unavailable)
