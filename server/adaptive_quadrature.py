@@ -38,7 +38,9 @@ GradientsAt = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 # A smooth path is done in one gradient call of 10 rows: both ends and 8 nodes over [0, 1].
 FIRST_TRY_NODES = 8
-FIRST_SCAN_POINTS = 65  # presences 0, 1/64, ..., 1: the first forward-only call
+# Presences 0, 1/64, ..., 1; the first forward-only call scores the 63 inside (the first try
+# scored both ends), which fits a compiled batch of 64.
+FIRST_SCAN_POINTS = 65
 ZOOM_POINTS = 31  # interior presences scanned in an interval: it narrows 32-fold
 MAX_ZOOMS = 4  # intervals scanned per forward-only call
 JUMP_RATIO = 3.0  # a jump moves the score this many times more than its neighbours do
@@ -132,9 +134,12 @@ def integrate(
         should_stop is not None and should_stop.is_set()
     ):
         return PathIntegral(whole.attributions, whole.end_score, whole.start_score, (whole,), 1, 0)
-    grid = np.linspace(0.0, 1.0, FIRST_SCAN_POINTS)
-    known = _Scores(grid, scores_at(grid))
-    baseline_score, score = float(known.scores[0]), float(known.scores[-1])
+    inside = np.linspace(0.0, 1.0, FIRST_SCAN_POINTS)[1:-1]
+    baseline_score, score = whole.start_score, whole.end_score
+    known = _Scores(
+        np.concatenate([[0.0], inside, [1.0]]),
+        np.concatenate([[baseline_score], scores_at(inside), [score]]),
+    )
     allowed = tolerance(score - baseline_score)
     regions = [(0.0, 1.0)]  # the parts of the path still to be (re)integrated
     kept: list[Segment] = []

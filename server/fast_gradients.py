@@ -30,8 +30,12 @@ from server.fast_path import GraphReader, UnsupportedGraph, reverse_within_lengt
 # TextVectorization's out-of-vocabulary id: the baseline's every token.
 UNKNOWN_ID = 1
 # Rows (presences) per compiled call: a call is padded up to one of these, or cut into the
-# largest, so that XLA compiles a few shapes at warm-up and none while serving.
-ROW_BUCKETS = (16, 64, 128)
+# largest, so that XLA compiles a few shapes at warm-up (about 1.3 s each) and none while
+# serving. Explain's calls: 10 rows, then scans of 63 and of 31 per interval, and gradient
+# rounds of 2 per segment, about 48. Over 230 words, quiet: gradients 18 / 30 / 39 ms for
+# 16 / 32 / 48 rows but 80 for 64; scores 11 / 18 ms for 32 / 64.
+GRADIENT_BUCKETS = (16, 32, 48)
+SCORE_BUCKETS = (32, 64)
 
 
 class FastPresenceGradients:
@@ -42,9 +46,16 @@ class FastPresenceGradients:
     mean of the `default` preset, the bag beside the LSTM of model 3's whole graph).
     """
 
-    def __init__(self, classifier, maxlen: int, buckets: tuple[int, ...] = ROW_BUCKETS):
+    def __init__(
+        self,
+        classifier,
+        maxlen: int,
+        gradient_buckets: tuple[int, ...] = GRADIENT_BUCKETS,
+        score_buckets: tuple[int, ...] = SCORE_BUCKETS,
+    ):
         self.maxlen = int(maxlen)
-        self.buckets = tuple(sorted(buckets))
+        self.gradient_buckets = tuple(sorted(gradient_buckets))
+        self.score_buckets = tuple(sorted(score_buckets))
         with tf.device("/CPU:0"):
             reader = GraphReader(classifier)
         if len(reader.recurrences) != 1:
@@ -83,20 +94,23 @@ class FastPresenceGradients:
         self._gradients = gradients
 
     def scores(self, ids: np.ndarray, presences: np.ndarray) -> np.ndarray:
-        return self._in_buckets(ids, presences, lambda *args: (self._scores(*args),))[0]
+        (scores,) = self._in_buckets(
+            ids, presences, self.score_buckets, lambda *args: (self._scores(*args),)
+        )
+        return scores
 
     def __call__(self, ids: np.ndarray, presences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        gradients, scores = self._in_buckets(ids, presences, self._gradients)
+        gradients, scores = self._in_buckets(ids, presences, self.gradient_buckets, self._gradients)
         return gradients[:, : len(ids)], scores
 
     def compile_all(self) -> None:
-        """Compiles both functions at every bucket now (about a second each on 2 cores)."""
-        for bucket in self.buckets:
-            presences = np.linspace(0.0, 1.0, bucket)
-            self.scores(np.array([2, 3]), presences)
-            self(np.array([2, 3]), presences)
+        """Compiles both functions at each of their buckets now."""
+        for bucket in self.score_buckets:
+            self.scores(np.array([2, 3]), np.linspace(0.0, 1.0, bucket))
+        for bucket in self.gradient_buckets:
+            self(np.array([2, 3]), np.linspace(0.0, 1.0, bucket))
 
-    def _in_buckets(self, ids, presences, call) -> tuple[np.ndarray, ...]:
+    def _in_buckets(self, ids, presences, buckets, call) -> tuple[np.ndarray, ...]:
         ids = np.asarray(ids)
         if ids.ndim != 1 or not 0 < len(ids) <= self.maxlen:
             raise ValueError(f"ids must be [1 to {self.maxlen}], got shape {ids.shape}")
@@ -105,9 +119,9 @@ class FastPresenceGradients:
         args = (tf.constant(padded_ids), tf.constant(len(ids), tf.int32))
         presences = np.asarray(presences, np.float32)
         parts = []
-        for start in range(0, len(presences), self.buckets[-1]):
-            chunk = presences[start : start + self.buckets[-1]]
-            bucket = min(b for b in self.buckets if b >= len(chunk))
+        for start in range(0, len(presences), buckets[-1]):
+            chunk = presences[start : start + buckets[-1]]
+            bucket = min(b for b in buckets if b >= len(chunk))
             padded = np.ones(bucket, np.float32)
             padded[: len(chunk)] = chunk
             with tf.device("/CPU:0"):

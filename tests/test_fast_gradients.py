@@ -41,7 +41,9 @@ def test_the_backward_pass_gives_keras_gradients(preset_name):
     # Weights of std 0.5 make the seed's network chaotic: float32 rounding alone moves its
     # gradients by 2e-4 of their size, whichever way they are computed.
     classifier = randomised(preset_name, std=0.3)
-    fast = FastPresenceGradients(classifier, MAXLEN, buckets=BUCKETS)
+    fast = FastPresenceGradients(
+        classifier, MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
+    )
     keras_path = PresenceGradients(classifier, "/CPU:0")
     rng = np.random.default_rng(3)
     vocab_size = get_preset(preset_name).vocab_size
@@ -62,11 +64,13 @@ def test_the_backward_pass_gives_keras_gradients(preset_name):
 def test_a_graph_with_another_reader_of_the_ids_is_refused(preset_name, overrides):
     classifier = build_classifier(get_preset(preset_name, **overrides))
     with pytest.raises(UnsupportedGraph, match="read by more than the LSTM"):
-        FastPresenceGradients(classifier, MAXLEN, buckets=BUCKETS)
+        FastPresenceGradients(classifier, MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS)
 
 
 def test_ids_must_be_one_review_within_maxlen():
-    fast = FastPresenceGradients(randomised("tiny"), MAXLEN, buckets=BUCKETS)
+    fast = FastPresenceGradients(
+        randomised("tiny"), MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
+    )
     for ids in (np.array([], dtype=np.int64), np.ones(MAXLEN + 1, np.int64), np.ones((2, 3))):
         with pytest.raises(ValueError, match="ids must be"):
             fast.scores(ids, np.array([0.5]))
