@@ -42,13 +42,15 @@ class FastPresenceGradients:
     """The interface of integrated_gradients.PresenceGradients: `scores(ids [n], presences
     [k]) -> [k]` and `(ids, presences) -> (d score / d p_t [k, n], scores [k])`, n <= maxlen.
 
-    Raises UnsupportedGraph for a classifier with any other reader of the ids (the embedding
-    mean of the `default` preset, the bag beside the LSTM of model 3's whole graph).
+    `graph` is the fast path's reading of the classifier (FastScorer.graph: its input tables
+    are shared, not copied). Raises UnsupportedGraph for a classifier with any other reader of
+    the ids (the embedding mean of the `default` preset, the bag beside the LSTM of model 3's
+    whole graph).
     """
 
     def __init__(
         self,
-        classifier,
+        graph: GraphReader,
         maxlen: int,
         gradient_buckets: tuple[int, ...] = GRADIENT_BUCKETS,
         score_buckets: tuple[int, ...] = SCORE_BUCKETS,
@@ -56,12 +58,10 @@ class FastPresenceGradients:
         self.maxlen = int(maxlen)
         self.gradient_buckets = tuple(sorted(gradient_buckets))
         self.score_buckets = tuple(sorted(score_buckets))
-        with tf.device("/CPU:0"):
-            reader = GraphReader(classifier)
-        if len(reader.recurrences) != 1:
-            raise UnsupportedGraph(f"{len(reader.recurrences)} recurrent layers, not one")
-        ((name, recurrence),) = reader.recurrences.items()
-        head = reader.forward
+        if len(graph.recurrences) != 1:
+            raise UnsupportedGraph(f"{len(graph.recurrences)} recurrent layers, not one")
+        ((name, recurrence),) = graph.recurrences.items()
+        head = graph.forward
         width = recurrence.units * len(recurrence.directions)
         try:  # what follows the LSTM, alone: any other reader of the ids fails here
             head({name: tf.zeros([1, width])})

@@ -368,7 +368,9 @@ class FastScorer:
         self.lanes = lanes
         self._pool = ThreadPoolExecutor(lanes, "fast-path") if lanes > 1 else None
         with tf.device("/CPU:0"):
-            forward = GraphReader(classifier).forward
+            # Kept: Explain's gradients (server/fast_gradients.py) share its tables.
+            self.graph = GraphReader(classifier)
+        forward = self.graph.forward
 
         @tf.function(
             jit_compile=True,

@@ -210,7 +210,7 @@ class ServingModel:
                     classifier, self.maxlen, lanes=fast_path_lanes or default_fast_path_lanes()
                 )
                 self.scoring_path = "fast"
-                self._explain_on_fast_path(classifier)
+                self._explain_on_fast_path()
             except UnsupportedGraph as exc:
                 self.fallback_reason = str(exc)
                 logger.warning(
@@ -220,12 +220,12 @@ class ServingModel:
                     exc,
                 )
 
-    def _explain_on_fast_path(self, classifier) -> None:
+    def _explain_on_fast_path(self) -> None:
         """Explain's gradients from the fast path's own backward pass, where the graph allows."""
-        if self._presence_gradients is None:
+        if self._presence_gradients is None or self._fast is None:
             return
         try:
-            self._presence_gradients = FastPresenceGradients(classifier, self.maxlen)
+            self._presence_gradients = FastPresenceGradients(self._fast.graph, self.maxlen)
             self.explain_path = "fast"
         except UnsupportedGraph as exc:
             logger.info("Explain keeps Keras' gradients for %s: %s", self.path, exc)

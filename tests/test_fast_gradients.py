@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from server.fast_gradients import FastPresenceGradients
-from server.fast_path import UnsupportedGraph
+from server.fast_path import GraphReader, UnsupportedGraph
 from server.integrated_gradients import PresenceGradients
 from server.model import ServingModel
 from tests.test_fast_path import SHIPPED_MODEL_DIR, randomised
@@ -42,7 +42,7 @@ def test_the_backward_pass_gives_keras_gradients(preset_name):
     # gradients by 2e-4 of their size, whichever way they are computed.
     classifier = randomised(preset_name, std=0.3)
     fast = FastPresenceGradients(
-        classifier, MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
+        GraphReader(classifier), MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
     )
     keras_path = PresenceGradients(classifier, "/CPU:0")
     rng = np.random.default_rng(3)
@@ -64,12 +64,14 @@ def test_the_backward_pass_gives_keras_gradients(preset_name):
 def test_a_graph_with_another_reader_of_the_ids_is_refused(preset_name, overrides):
     classifier = build_classifier(get_preset(preset_name, **overrides))
     with pytest.raises(UnsupportedGraph, match="read by more than the LSTM"):
-        FastPresenceGradients(classifier, MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS)
+        FastPresenceGradients(
+            GraphReader(classifier), MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
+        )
 
 
 def test_ids_must_be_one_review_within_maxlen():
     fast = FastPresenceGradients(
-        randomised("tiny"), MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
+        GraphReader(randomised("tiny")), MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
     )
     for ids in (np.array([], dtype=np.int64), np.ones(MAXLEN + 1, np.int64), np.ones((2, 3))):
         with pytest.raises(ValueError, match="ids must be"):
