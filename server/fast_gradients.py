@@ -63,13 +63,10 @@ class FastPresenceGradients:
         ((name, recurrence),) = graph.recurrences.items()
         head = graph.forward
         width = recurrence.units * len(recurrence.directions)
-        try:  # what follows the LSTM, alone: any other reader of the ids fails here
-            head({name: tf.zeros([1, width])})
-        except KeyError as exc:
-            raise UnsupportedGraph(f"the ids are read by more than the LSTM ({exc})") from None
+        head(_LstmOutputOnly({name: tf.zeros([1, width])}))  # what follows the LSTM, alone
 
         def score_from(pooled: tf.Tensor) -> tf.Tensor:
-            return tf.reshape(head({name: pooled}), [-1])
+            return tf.reshape(head(_LstmOutputOnly({name: pooled})), [-1])
 
         # No input signature: one trace per row bucket, so every shape is static in the
         # program (the step lists below need their element shapes).
@@ -96,11 +93,13 @@ class FastPresenceGradients:
     def scores(self, ids: np.ndarray, presences: np.ndarray) -> np.ndarray:
         (scores,) = self._in_buckets(
             ids, presences, self.score_buckets, lambda *args: (self._scores(*args),)
-        )
+        ) or (np.zeros(0),)
         return scores
 
     def __call__(self, ids: np.ndarray, presences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        gradients, scores = self._in_buckets(ids, presences, self.gradient_buckets, self._gradients)
+        gradients, scores = self._in_buckets(
+            ids, presences, self.gradient_buckets, self._gradients
+        ) or (np.zeros((0, self.maxlen)), np.zeros(0))
         return gradients[:, : len(ids)], scores
 
     def compile_all(self) -> None:
@@ -111,6 +110,7 @@ class FastPresenceGradients:
             self(np.array([2, 3]), np.linspace(0.0, 1.0, bucket))
 
     def _in_buckets(self, ids, presences, buckets, call) -> tuple[np.ndarray, ...]:
+        """`call`'s results for every presence, in calls of `buckets` rows; () for none."""
         ids = np.asarray(ids)
         if ids.ndim != 1 or not 0 < len(ids) <= self.maxlen:
             raise ValueError(f"ids must be [1 to {self.maxlen}], got shape {ids.shape}")
@@ -128,6 +128,16 @@ class FastPresenceGradients:
                 results = call(*args, tf.constant(padded))
             parts.append([r.numpy()[: len(chunk)].astype(np.float64) for r in results])
         return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+
+class _LstmOutputOnly(dict):
+    """A run of the fast path's graph that holds the LSTM's output and nothing else: a layer
+    that reads the ids (or anything else) raises UnsupportedGraph when the head is traced."""
+
+    def __missing__(self, key):
+        raise UnsupportedGraph(
+            f"the ids are read by more than the LSTM (the head asks for {key!r})"
+        )
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,7 @@ class ServingModel:
         self._vocabulary = {str(t): i for i, t in enumerate(vectorize.get_vocabulary())}
         self._presence_gradients: PresenceGradients | FastPresenceGradients | None = None
         self.explain_path = "keras"  # "fast": the fast path's own backward pass
+        self._keras_gradients: PresenceGradients | None = None  # kept while explain_path is fast
         try:
             self._presence_gradients = PresenceGradients(classifier, device)
         except ModelLoadError as exc:  # Predict does not need it
@@ -225,10 +226,12 @@ class ServingModel:
         if self._presence_gradients is None or self._fast is None:
             return
         try:
-            self._presence_gradients = FastPresenceGradients(self._fast.graph, self.maxlen)
-            self.explain_path = "fast"
-        except UnsupportedGraph as exc:
+            fast = FastPresenceGradients(self._fast.graph, self.maxlen)
+        except Exception as exc:  # UnsupportedGraph, or a fault: Keras' gradients still work
             logger.info("Explain keeps Keras' gradients for %s: %s", self.path, exc)
+            return
+        self._keras_gradients = self._presence_gradients  # the fallback if fast fails to compile
+        self._presence_gradients, self.explain_path = fast, "fast"
 
     @classmethod
     def load_latest(cls, model_dir: Path, device: str = "auto") -> ServingModel:
@@ -362,6 +365,13 @@ class ServingModel:
         if self.explain_unavailable is not None:
             logger.warning("Explain is off for %s: %s", self.describe(), self.explain_unavailable)
             return
+        if self.explain_path == "fast":
+            try:
+                self._explainable().compile_all()
+                return
+            except Exception as exc:  # an XLA compile fault: Keras' gradients still work
+                logger.warning("Explain's fast gradients failed for %s (%s)", self.describe(), exc)
+                self._presence_gradients, self.explain_path = self._keras_gradients, "keras"
         try:
             self._explainable().compile_all()
         except Exception as exc:  # a layer the relaxation cannot handle; Predict is unaffected

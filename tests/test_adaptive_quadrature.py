@@ -9,7 +9,13 @@ import threading
 import numpy as np
 import pytest
 
-from server.adaptive_quadrature import FIRST_TRY_NODES, MAX_ROUNDS, gauss_legendre, integrate
+from server.adaptive_quadrature import (
+    FIRST_SCAN_POINTS,
+    FIRST_TRY_NODES,
+    MAX_ROUNDS,
+    gauss_legendre,
+    integrate,
+)
 
 WEIGHTS = np.array([0.3, -0.1, 0.2, 0.05, 0.15])  # each token's share of the jump
 SLOPES = np.array([0.02, 0.01, -0.03, 0.0, 0.04])  # and of a smooth rise beside it
@@ -62,7 +68,13 @@ def test_fixed_gauss_legendre_misses_a_steep_jump_that_the_adaptive_rule_finds()
     assert abs(fixed.sum() - gap) > 0.5 * abs(gap)  # 64 nodes: most of the jump is lost
 
     path = SteepPath()
-    result = integrate(path.scores, path.gradients, tolerance)
+    scanned = []
+    result = integrate(lambda p: scanned.append(p) or path.scores(p), path.gradients, tolerance)
+    # The first scan leaves out both ends: the 8-node try scored them (63 rows fit a batch of 64).
+    assert (
+        len(scanned[0]) == FIRST_SCAN_POINTS - 2
+        and 0.0 < scanned[0].min() <= scanned[0].max() < 1.0
+    )
     assert abs(result.convergence_delta) <= tolerance(result.score - result.baseline_score)
     np.testing.assert_allclose(result.attributions, path.exact(), atol=2e-3)
     # The 8-node try over the whole path misses the jump too; then up to MAX_ROUNDS rounds.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from server.explain import explain_review
 from server.fast_gradients import FastPresenceGradients
 from server.fast_path import GraphReader, UnsupportedGraph
 from server.integrated_gradients import PresenceGradients
@@ -35,12 +36,20 @@ def assert_same_gradients(fast, keras_path, ids: np.ndarray, presences: np.ndarr
     assert np.count_nonzero(np.abs(expected_gradients).max(axis=0) > 1e-4) > len(ids) // 2
 
 
-@pytest.mark.parametrize("preset_name", ["seed", "reader", "tiny"])
-def test_the_backward_pass_gives_keras_gradients(preset_name):
-    # seed: one LSTM's last state and dense layers; reader: a BiLSTM's mean; tiny: an LSTM's.
-    # Weights of std 0.5 make the seed's network chaotic: float32 rounding alone moves its
-    # gradients by 2e-4 of their size, whichever way they are computed.
-    classifier = randomised(preset_name, std=0.3)
+@pytest.mark.parametrize(
+    ("preset_name", "std", "overrides"),
+    [
+        # Weights of std 0.5 make the seed's network chaotic: float32 rounding alone moves its
+        # gradients by 2e-4 of their size, whichever way they are computed.
+        ("seed", 0.3, {}),  # one LSTM's last state, dense layers
+        ("reader", 0.3, {}),  # a BiLSTM's mean
+        ("tiny", 0.3, {}),  # an LSTM's mean
+        ("tiny", 0.5, {"bidirectional": True, "pooling": "last"}),  # both directions' last states
+    ],
+    ids=["seed", "reader", "tiny", "tiny BiLSTM last"],
+)
+def test_the_backward_pass_gives_keras_gradients(preset_name, std, overrides):
+    classifier = randomised(preset_name, std=std, **overrides)
     fast = FastPresenceGradients(
         GraphReader(classifier), MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
     )
@@ -69,6 +78,13 @@ def test_a_graph_with_another_reader_of_the_ids_is_refused(preset_name, override
         )
 
 
+def test_no_presences_no_rows():
+    fast = FastPresenceGradients(GraphReader(randomised("tiny")), MAXLEN, BUCKETS, BUCKETS)
+    gradients, scores = fast(np.array([4, 5, 6]), np.array([]))
+    assert (gradients.shape, scores.shape) == ((0, 3), (0,))
+    assert fast.scores(np.array([4, 5, 6]), np.array([])).shape == (0,)
+
+
 def test_ids_must_be_one_review_within_maxlen():
     fast = FastPresenceGradients(
         GraphReader(randomised("tiny")), MAXLEN, gradient_buckets=BUCKETS, score_buckets=BUCKETS
@@ -92,3 +108,28 @@ def test_the_shipped_model_explains_with_the_fast_backward_pass():
     expected, expected_scores = keras_model.presence_gradients(ids, presences)
     assert np.abs(gradients - expected).max() <= 1e-4 * np.abs(expected).max()
     assert scores == pytest.approx(expected_scores, abs=1e-5)
+
+
+def test_a_version_the_fast_gradients_refuse_keeps_keras_gradients(tiny_model_dir, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise UnsupportedGraph("a bag beside the LSTM")
+
+    monkeypatch.setattr("server.model.FastPresenceGradients", refuse)
+    model = ServingModel.load_latest(tiny_model_dir, device="cpu")
+    model.warm_up()
+    assert (model.scoring_path, model.explain_path) == ("fast", "keras")
+    assert explain_review(model, "a great film, not a dull minute").convergence_delta is not None
+
+
+def test_fast_gradients_that_fail_to_compile_fall_back_to_keras(tiny_model_dir, monkeypatch):
+    def fail(self):
+        raise RuntimeError("an XLA compile fault")
+
+    monkeypatch.setattr(FastPresenceGradients, "compile_all", fail)
+    model = ServingModel.load_latest(tiny_model_dir, device="cpu")
+    assert model.explain_path == "fast"
+    model.warm_up()
+    assert (model.explain_path, model.explain_unavailable) == ("keras", None)
+    ids = model.token_ids("a great film, not a dull minute")
+    gradients, scores = model.presence_gradients(ids, np.array([0.5]))
+    assert gradients.shape == (1, len(ids)) and np.isfinite(scores).all()

@@ -40,11 +40,11 @@ def random_ids(rng: np.random.Generator, lengths: list[int], vocab_size: int) ->
     return ids
 
 
-def randomised(preset_name: str, seed: int = 0, std: float = 0.5) -> keras.Model:
+def randomised(preset_name: str, seed: int = 0, std: float = 0.5, **overrides) -> keras.Model:
     """The preset's classifier with every weight drawn at random, large enough that scores
     spread (the bag starts at zero and biases too, so they are drawn as well)."""
     keras.utils.set_random_seed(seed)
-    classifier = build_classifier(get_preset(preset_name))
+    classifier = build_classifier(get_preset(preset_name, **overrides))
     rng = np.random.default_rng(seed)
     for weight in classifier.weights:
         weight.assign(rng.normal(0.0, std, weight.shape).astype("float32"))
