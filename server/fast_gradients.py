@@ -26,9 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from server.fast_path import GraphReader, UnsupportedGraph, reverse_within_length, sigmoid
+from server.integrated_gradients import UNKNOWN_ID  # the baseline's every token
 
-# TextVectorization's out-of-vocabulary id: the baseline's every token.
-UNKNOWN_ID = 1
 # Rows (presences) per compiled call: a call is padded up to one of these, or cut into the
 # largest, so that XLA compiles a few shapes at warm-up (about 1.3 s each) and none while
 # serving. Explain's calls: 10 rows, then scans of 63 and of 31 per interval, and gradient
