@@ -151,6 +151,7 @@ class _Inputs:
 
 
 def _path_inputs(recurrence, ids, n) -> list[_Inputs]:
+    """Each direction's inputs for one review: ids [maxlen] right-padded, n real."""
     readings = [ids, reverse_within_length(ids[None, :], n[None])[0]]
     inputs = []
     for direction in recurrence.directions:
@@ -196,12 +197,11 @@ def _relaxed_forward(recurrence, inputs, n, presences, keep_states: bool):
 
     zeros = tf.zeros([k, units])
     states = [(zeros, zeros, zeros) for _ in recurrence.directions]
-    kept = [
+    kept = [  # per direction, its own two lists (h, c): written in the same step
         (_step_list(maxlen, [k, units]), _step_list(maxlen, [k, units]))
         for _ in recurrence.directions
+        if keep_states
     ]
-    if not keep_states:
-        kept = []
     _, states, kept = tf.while_loop(
         lambda t, *_: t < n, step, (tf.constant(0), states, kept), maximum_iterations=maxlen
     )
