@@ -27,7 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from server.fast_path import GraphReader, UnsupportedGraph, reverse_within_length, sigmoid
+from server.fast_path import (
+    GraphReader,
+    UnsupportedGraph,
+    lstm_gates,
+    reverse_within_length,
+    tanh,
+)
 from server.integrated_gradients import UNKNOWN_ID  # the baseline's every token
 
 # Rows (presences) per compiled call: a call is padded up to one of these, or cut into the
@@ -161,13 +167,6 @@ def _path_inputs(recurrence, ids, n) -> list[_Inputs]:
     return inputs
 
 
-def _gates(z: tf.Tensor, units: int) -> tuple[tf.Tensor, ...]:
-    """i, f, c candidate, o from the pre-activations [k, 4 x units], as the fast path's step."""
-    is_candidate = tf.constant(np.arange(4 * units) // units == 2)
-    gates = sigmoid(tf.where(is_candidate, 2.0 * z, z))
-    return tuple(tf.split(tf.where(is_candidate, 2.0 * gates - 1.0, gates), 4, axis=1))
-
-
 def _step_list(maxlen: int, shape: list[int]) -> tf.TensorArray:
     """One tensor of `shape` per time step, each read more than once."""
     return tf.TensorArray(tf.float32, size=maxlen, element_shape=shape, clear_after_read=False)
@@ -187,9 +186,9 @@ def _relaxed_forward(recurrence, inputs, n, presences, keep_states: bool):
             recurrence.directions, inputs, states, kept or [None] * len(states), strict=True
         ):
             z = given.unknown + presence * given.deltas[t] + tf.matmul(h, direction.recurrent)
-            i, f, g, o = _gates(z, units)
+            i, f, g, o = lstm_gates(z, units)
             c = f * c + i * g
-            h = o * (2.0 * sigmoid(2.0 * c) - 1.0)
+            h = o * tanh(c)
             new_states.append((h, c, total + h))
             if keep_states:  # the states only: keeping the gates cost more than recomputing them
                 new_kept.append((kept_here[0].write(t, h), kept_here[1].write(t, c)))
@@ -239,9 +238,9 @@ def _presence_gradients(recurrence, inputs, n, presences, d_pooled, kept) -> tf.
                 + presence * given.deltas[s]
                 + tf.matmul(h_before, direction.recurrent)
             )
-            i, f, g, o = _gates(z, units)
+            i, f, g, o = lstm_gates(z, units)
             c = f * c_before + i * g
-            tanh_c = 2.0 * sigmoid(2.0 * c) - 1.0
+            tanh_c = tanh(c)
             d_c += d_h * o * (1.0 - tanh_c * tanh_c)
             d_z = tf.concat(
                 [
