@@ -19,6 +19,7 @@ from server.fast_path import (
     FastScorer,
     UnsupportedGraph,
     chunk_sizes,
+    stage_rows,
     reverse_within_length,
 )
 from server.model import ServingModel
@@ -65,6 +66,15 @@ def test_every_preset_scores_as_keras_does(preset_name):
     fast = scorer(ids)
     assert np.abs(fast - expected).max() <= TOLERANCE
     assert expected.max() - expected.min() > 0.05  # scores differ, so the check means something
+    # One chunk of 16 runs in stages of 16, 8 and 4 rows, the last 5 rows padding; the
+    # program sorts its rows itself, so they go in shuffled.
+    staged = FastScorer(classifier, preset.maxlen, buckets=(16,))
+    assert stage_rows(16) == [16, 8, 4]
+    padded = np.zeros((16, preset.maxlen), dtype=np.int32)
+    shuffled = rng.permutation(len(ids))
+    padded[: len(ids), : ids.shape[1]] = ids[shuffled]
+    in_stages = staged._score(tf.constant(padded)).numpy()
+    assert np.abs(in_stages[: len(ids)] - expected[shuffled]).max() <= TOLERANCE
     # Alone (bucket 1), each review scores as in the batch.
     for row in (0, 1, 5):
         alone = scorer(ids[row : row + 1, : lengths[row]])
