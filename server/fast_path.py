@@ -105,12 +105,12 @@ class _Recurrence:
         done = []  # per stage, the outputs of the rows that ended in it
         t = tf.constant(0)
         stages = stage_rows(rows)
-        for stage, (alive, staying) in enumerate(zip(stages, stages[1:] + [0])):
+        for stage, (alive, staying) in enumerate(zip(stages, stages[1:] + [0], strict=True)):
             # Rows from `staying` on are no longer than row `staying`: all ended by its length.
             end = lengths[staying] if staying else lengths[0]
             state = [s[:alive] for s in state]
             t, *state = tf.while_loop(
-                lambda t, *_: t < end,
+                lambda t, *_, end=end: t < end,
                 functools.partial(self._step, tokens, real, weights, alive),
                 (t, *state),
                 name=f"stage_{stage}",

@@ -19,8 +19,8 @@ from server.fast_path import (
     FastScorer,
     UnsupportedGraph,
     chunk_sizes,
-    stage_rows,
     reverse_within_length,
+    stage_rows,
 )
 from server.model import ServingModel
 from server.versions import complete_versions
