@@ -418,14 +418,24 @@ class FastScorer:
             self.graph = GraphReader(classifier)
         forward = self.graph.forward
 
-        # No input signature: one trace per bucket, so the row count is static in the program
-        # (the stages of the recurrence slice by it).
-        @tf.function(jit_compile=True)
         def score(ids):
             # ids [bucket, maxlen], right-padded: each row's loop ends at its own length.
             return tf.reshape(forward({"ids": ids}), [-1])
 
-        self._score = score
+        # One function per bucket: the row count is static in its program (the stages of the
+        # recurrence slice by it), and each traces once.
+        self.programs = {
+            bucket: tf.function(
+                score,
+                jit_compile=True,
+                input_signature=[tf.TensorSpec([bucket, self.maxlen], tf.int32)],
+            )
+            for bucket in self.buckets
+        }
+
+    def _score(self, ids: tf.Tensor) -> tf.Tensor:
+        """Scores [bucket, maxlen] ids by that bucket's program."""
+        return self.programs[int(ids.shape[0])](ids)
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids)
@@ -449,12 +459,15 @@ class FastScorer:
                 result = self._score(tf.constant(padded))
             scores[picked] = result.numpy()[: len(picked)]
 
-        if self._pool is None or len(chunks) == 1:
-            for chunk in chunks:
-                run(chunk)
-        else:
-            list(self._pool.map(run, chunks))  # list(): re-raises a chunk's exception here
+        self.on_lanes(run, chunks)
         return scores
+
+    def on_lanes(self, function: Callable, items: list) -> list:
+        """[function(item) for item in items], the items spread over the lanes' threads (in
+        order here with one lane or one item); an item's exception is raised here."""
+        if self._pool is None or len(items) == 1:
+            return [function(item) for item in items]
+        return list(self._pool.map(function, items))
 
     def with_lanes(self, lanes: int) -> FastScorer:
         """The same compiled programs, run on `lanes` threads (for side-by-side measurements)."""

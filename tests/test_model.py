@@ -12,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.errors import InvalidReviewError, ModelLoadError, StartupError
-from server.model import ServingModel, find_latest_version, flatten_metrics
+from server.model import (
+    TOKENIZE_PART_ROWS,
+    ServingModel,
+    find_latest_version,
+    flatten_metrics,
+)
 from tests.helpers import REVIEWS
 
 
@@ -126,7 +131,9 @@ def test_new_batch_shapes_do_not_retrace(serving_model):
     assert serving_model._tokenize.experimental_get_tracing_count() == 1
     assert serving_model.scoring_path == "fast"
     # One trace and one XLA compile per batch bucket (at warm-up), none for a new shape.
-    assert scorer._score.experimental_get_tracing_count() == len(scorer.buckets)
+    assert [p.experimental_get_tracing_count() for p in scorer.programs.values()] == [1] * len(
+        scorer.buckets
+    )
 
 
 def test_flatten_metrics_keeps_numbers_only():
@@ -153,3 +160,17 @@ def test_any_batch_scores_each_review_as_if_alone(serving_model, reviews):
             assert isinstance(result, InvalidReviewError)
         else:
             assert result == pytest.approx(single, abs=1e-5, rel=0)
+
+
+def test_a_large_batch_is_tokenised_in_parts_with_the_same_ids(serving_model):
+    two_lanes = serving_model.with_fast_path_lanes(2)
+    # Parts of 17 and 16 rows; the longest review in the second part, "!!!" wordless.
+    reviews = [*REVIEWS * 4, "!!!", *REVIEWS * 3][:32] + [" ".join(REVIEWS * 3)]
+    whole = serving_model._tokenize(tf.constant(reviews)).numpy()
+    assert len(reviews) >= 2 * TOKENIZE_PART_ROWS
+    parted = two_lanes.tokenize(reviews)
+    assert parted.shape == whole.shape and (parted == whole).all()
+    assert two_lanes.predict(reviews)[:3] == pytest.approx(
+        serving_model.predict(reviews[:3]), abs=1e-6
+    )
+    two_lanes.close()
