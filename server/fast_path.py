@@ -241,7 +241,7 @@ def _recurrence(layer, embedding, pooling: str) -> _Recurrence:
         cell = lstm.cell
         kernel = cell.kernel.numpy().astype(np.float64)
         bias = cell.bias.numpy().astype(np.float64) if cell.use_bias else 0.0
-        # Row 0 (padding) is never read on a real step; padding steps keep the state.
+        # Row 0 (padding) is read only on steps after a row's end, whose state nothing uses.
         table = (vectors @ kernel + bias).astype(np.float32)
         directions.append(
             _Direction(
@@ -435,7 +435,10 @@ class FastScorer:
 
     def _score(self, ids: tf.Tensor) -> tf.Tensor:
         """Scores [bucket, maxlen] ids by that bucket's program."""
-        return self.programs[int(ids.shape[0])](ids)
+        program = self.programs.get(int(ids.shape[0]))
+        if program is None:
+            raise ValueError(f"{ids.shape[0]} rows: the compiled row counts are {self.buckets}")
+        return program(ids)
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids)
@@ -465,9 +468,10 @@ class FastScorer:
     def on_lanes(self, function: Callable, items: list) -> list:
         """[function(item) for item in items], the items spread over the lanes' threads (in
         order here with one lane or one item); an item's exception is raised here."""
-        if self._pool is None or len(items) == 1:
+        pool = self._pool  # read once: close() on another thread sets it to None
+        if pool is None or len(items) == 1:
             return [function(item) for item in items]
-        return list(self._pool.map(function, items))
+        return list(pool.map(function, items))
 
     def with_lanes(self, lanes: int) -> FastScorer:
         """The same compiled programs, run on `lanes` threads (for side-by-side measurements)."""

@@ -62,7 +62,7 @@ STANDARDIZERS = {
     f"{training.layers.PACKAGE}>standardize_review_negation": NEGATION,
 }
 OOV_ID = 1
-# A batch is tokenised in parts on the fast path's lanes if each part gets at least this many.
+# A batch is tokenised in parts on the fast path's lanes, parts of about this many rows or more.
 TOKENIZE_PART_ROWS = 16
 
 
@@ -308,18 +308,19 @@ class ServingModel:
 
         On the fast path a large batch is tokenised in parts on its lanes' threads (the string
         ops run on one core per call): at batch 128, 5% more reviews/s in all."""
-        lanes = self.fast_path_lanes
-        if lanes < 2 or len(reviews) < TOKENIZE_PART_ROWS * 2:
+        count = min(self.fast_path_lanes, len(reviews) // TOKENIZE_PART_ROWS)
+        if count < 2:
             return self._tokenize(tf.constant(reviews, dtype=tf.string)).numpy()
-        size = -(-len(reviews) // lanes)
+        size = -(-len(reviews) // count)
+        starts = list(range(0, len(reviews), size))
         parts = self._fast.on_lanes(
             lambda start: self._tokenize(
                 tf.constant(reviews[start : start + size], dtype=tf.string)
             ).numpy(),
-            list(range(0, len(reviews), size)),
+            starts,
         )
         ids = np.zeros((len(reviews), max(part.shape[1] for part in parts)), dtype=np.int64)
-        for start, part in zip(range(0, len(reviews), size), parts, strict=True):
+        for start, part in zip(starts, parts, strict=True):
             ids[start : start + len(part), : part.shape[1]] = part
         return ids
 

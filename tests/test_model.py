@@ -162,15 +162,19 @@ def test_any_batch_scores_each_review_as_if_alone(serving_model, reviews):
             assert result == pytest.approx(single, abs=1e-5, rel=0)
 
 
-def test_a_large_batch_is_tokenised_in_parts_with_the_same_ids(serving_model):
-    two_lanes = serving_model.with_fast_path_lanes(2)
-    # Parts of 17 and 16 rows; the longest review in the second part, "!!!" wordless.
-    reviews = [*REVIEWS * 4, "!!!", *REVIEWS * 3][:32] + [" ".join(REVIEWS * 3)]
-    whole = serving_model._tokenize(tf.constant(reviews)).numpy()
-    assert len(reviews) >= 2 * TOKENIZE_PART_ROWS
-    parted = two_lanes.tokenize(reviews)
-    assert parted.shape == whole.shape and (parted == whole).all()
-    assert two_lanes.predict(reviews)[:3] == pytest.approx(
-        serving_model.predict(reviews[:3]), abs=1e-6
-    )
-    two_lanes.close()
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_a_large_batch_is_tokenised_in_parts_with_the_same_ids(serving_model, lanes):
+    parted_model = serving_model.with_fast_path_lanes(lanes)
+    try:
+        # 49 rows: parts of 17, 17, 15 on three lanes, 25 and 24 on two; the first 17 rows have
+        # no words (a part of width 0 on three lanes), the longest review is the last.
+        reviews = ["!!!"] * 17 + [*REVIEWS * 11][:31] + [" ".join(REVIEWS * 3)]
+        whole = serving_model._tokenize(tf.constant(reviews)).numpy()
+        assert len(reviews) >= lanes * TOKENIZE_PART_ROWS
+        parted = parted_model.tokenize(reviews)
+        assert parted.shape == whole.shape and (parted == whole).all()
+        scores = parted_model.predict(reviews)
+        assert all(isinstance(result, InvalidReviewError) for result in scores[:17])
+        assert scores[17:20] == pytest.approx(serving_model.predict(reviews[17:20]), abs=1e-6)
+    finally:
+        parted_model.close()
