@@ -22,6 +22,11 @@ of the slowdown to the start of the first 500 ms window (windows start every
 The same test over the normal phase's own windows says how often noise alone
 fails it. Bars: refusals' p99 under 10 ms, recovery within 2 s, and at most 1%
 of the slowdown's calls ending DEADLINE_EXCEEDED.
+
+A share of the arrivals (`probe_rate_per_s` of `rate_per_s`) comes from a second
+process, the probe: the load process's event loop, busy with a slowed batch's
+answers when a refusal comes back, delays it there too. The probe's refusals
+are reported beside the load's (which the bar reads) and the server's own timing.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import multiprocessing
 import os
 import random
 import sys
@@ -54,6 +60,9 @@ WINDOW_P99_RATIO = 1.5  # a recovered window's p99 is within this of the normal 
 MAX_REFUSAL_P99_MS = 10.0
 MAX_RECOVERY_S = 2.0
 MAX_SLOWDOWN_DEADLINE_EXCEEDED = 0.01  # share of the slowdown's calls
+# Both load processes start this long after the probe is launched (it imports in about 1 s).
+PROBE_START_S = 3.0
+PROBE_JOIN_S = 30.0
 PHASES = ("normal", "slowdown", "recovery")
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
@@ -70,6 +79,9 @@ class Plan:
     batch_ms: float = 2.0  # the modelled cost of a batch ...
     review_ms: float = 1.0  # ... and of each review in it
     max_batch_size: int = 128  # the server's (its default)
+    # Of rate_per_s, the share a separate probe process sends: its refusals are timed by a
+    # caller whose own event loop is not busy with the other calls' answers.
+    probe_rate_per_s: float = 20.0
 
     @property
     def slowdown_at_s(self) -> float:
@@ -97,6 +109,7 @@ QUICK = Plan(
     recovery_s=5,
     review_ms=3.0,
     max_batch_size=32,
+    probe_rate_per_s=10.0,
 )
 
 
@@ -113,14 +126,24 @@ def say(message: str) -> None:
     print(f"slowdown: {message}", file=sys.stderr, flush=True)
 
 
-async def run_load(target: str, pid: int, plan: Plan, reviews: list[str], seed: int) -> list[Call]:
-    """Sends the plan's calls, turns the model slow and normal again on time; every call's end."""
+async def run_load(
+    target: str,
+    pid: int | None,
+    plan: Plan,
+    reviews: list[str],
+    seed: int,
+    started_s: float,
+    rate_per_s: float,
+) -> list[Call]:
+    """From `started_s` (time.monotonic(), the same clock in every process) sends calls at
+    `rate_per_s` for the plan's phases and, given the server's `pid`, turns the model slow and
+    normal again on time; every call's end."""
     rng = random.Random(seed)
     options = [("grpc.enable_retries", 0)]  # every refusal is seen, none retried
     channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(CHANNELS)]
     stubs = [sentiment_pb2_grpc.SentimentServiceStub(channel) for channel in channels]
     calls: list[Call] = []
-    started_s = time.monotonic()
+    await _sleep_until(started_s)
 
     async def one(number: int, review: str) -> None:
         sent_s = time.monotonic()
@@ -135,6 +158,8 @@ async def run_load(target: str, pid: int, plan: Plan, reviews: list[str], seed: 
         calls.append(Call(sent_s - started_s, time.monotonic() - sent_s, code, detail, pushback_ms))
 
     switches = [(plan.slowdown_at_s, SLOW_SIGNAL), (plan.recovery_at_s, NORMAL_SIGNAL)]
+    if pid is None:
+        switches = []
     tasks = []
     due_s = 0.0
     try:
@@ -144,7 +169,7 @@ async def run_load(target: str, pid: int, plan: Plan, reviews: list[str], seed: 
                 os.kill(pid, switches.pop(0)[1])
             await _sleep_until(started_s + due_s)
             tasks.append(asyncio.ensure_future(one(len(tasks), rng.choice(reviews))))
-            due_s += rng.expovariate(plan.rate_per_s)
+            due_s += rng.expovariate(rate_per_s)
         await asyncio.gather(*tasks)
     finally:
         for channel in channels:
@@ -307,6 +332,11 @@ def format_report(report: dict) -> str:
         f"p99 <= {report['recovered_window_p99_limit_ms']} ms "
         f"(normal-phase windows passing the same test: {report['normal_windows_passing']})"
     )
+    if "probe" in report:
+        lines.append(
+            f"refusals as a separate probe process timed them ({report['probe']['calls']} calls "
+            f"in the slowdown and recovery): p50/p99 {_pair(report['probe']['refused_ms'])} ms"
+        )
     if "refused_server_ms" in report:
         lines.append(
             "refusals as the server timed them (its log of failed calls): p50/p99 "
@@ -335,10 +365,33 @@ def slowdown(plan: Plan, model_dir: Path, work_dir: Path, seed: int, admission: 
     try:
         server.wait_until_serving()
         say(f"server up on {server.target}; {plan}")
-        calls = asyncio.run(run_load(server.target, server.process.pid, plan, reviews, seed))
+        started_s = time.monotonic() + PROBE_START_S
+        probe_path = work_dir / f"probe-admission-{'on' if admission else 'off'}.jsonl"
+        probe = multiprocessing.get_context("spawn").Process(
+            target=_probe, args=(server.target, plan, reviews, seed, started_s, probe_path)
+        )
+        if plan.probe_rate_per_s > 0:
+            probe.start()
+        load_rate = plan.rate_per_s - plan.probe_rate_per_s
+        calls = asyncio.run(
+            run_load(server.target, server.process.pid, plan, reviews, seed, started_s, load_rate)
+        )
+        probe_calls = []
+        if plan.probe_rate_per_s > 0:
+            probe.join(PROBE_JOIN_S)
+            if probe.exitcode != 0 or not probe_path.is_file():
+                raise RuntimeError(f"the probe process failed (exit code {probe.exitcode})")
+            lines = probe_path.read_text().splitlines()
+            probe_calls = [Call(**json.loads(line)) for line in lines]
         with open(work_dir / f"calls-admission-{'on' if admission else 'off'}.jsonl", "w") as out:
             out.writelines(json.dumps(asdict(call)) + "\n" for call in calls)
         report = build_report(calls, plan, admission)
+        probed = [c for c in probe_calls if phase_of(c, plan) in ("slowdown", "recovery")]
+        report["probe"] = {
+            "calls": len(probed),
+            "codes": dict(Counter(c.code for c in probed).most_common()),
+            "refused_ms": latency_ms([c for c in probed if c.code == "RESOURCE_EXHAUSTED"]),
+        }
         report["refused_server_ms"] = latency_ms(refusals_logged(log_path))
         report["server_dropped"] = {
             s.labels["reason"]: s.value
@@ -349,6 +402,16 @@ def slowdown(plan: Plan, model_dir: Path, work_dir: Path, seed: int, admission: 
         report_exit = server.stop()
     report["server_exit_code"] = report_exit
     return report
+
+
+def _probe(
+    target: str, plan: Plan, reviews: list[str], seed: int, started_s: float, out_path: Path
+) -> None:
+    """The probe process: its share of the calls, each call's end written to `out_path`."""
+    rate_per_s = plan.probe_rate_per_s
+    calls = asyncio.run(run_load(target, None, plan, reviews, seed + 1, started_s, rate_per_s))
+    with open(out_path, "w") as out:
+        out.writelines(json.dumps(asdict(call)) + "\n" for call in calls)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -379,6 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.rate_per_s:
         plan = dataclasses.replace(plan, rate_per_s=args.rate_per_s)
+    if not 0 <= plan.probe_rate_per_s < plan.rate_per_s:
+        print(
+            f"slowdown: error: the rate ({plan.rate_per_s:g}/s) must exceed the probe's share "
+            f"({plan.probe_rate_per_s:g}/s)",
+            file=sys.stderr,
+        )
+        return 2
     if not args.model_dir.is_dir():
         print(f"slowdown: error: --model-dir {args.model_dir} is not a directory", file=sys.stderr)
         return 2
