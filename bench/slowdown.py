@@ -362,22 +362,23 @@ def slowdown(plan: Plan, model_dir: Path, work_dir: Path, seed: int, admission: 
     settings = {"log_level": "WARNING", "log_format": "json", "max_batch_size": plan.max_batch_size}
     server = ServerProcess(model_dir, log_path, settings, command=command)
     reviews = synthetic_reviews(seed)
+    probe = None
     try:
         server.wait_until_serving()
         say(f"server up on {server.target}; {plan}")
         started_s = time.monotonic() + PROBE_START_S
         probe_path = work_dir / f"probe-admission-{'on' if admission else 'off'}.jsonl"
-        probe = multiprocessing.get_context("spawn").Process(
-            target=_probe, args=(server.target, plan, reviews, seed, started_s, probe_path)
-        )
         if plan.probe_rate_per_s > 0:
+            probe = multiprocessing.get_context("spawn").Process(
+                target=_probe, args=(server.target, plan, reviews, seed, started_s, probe_path)
+            )
             probe.start()
         load_rate = plan.rate_per_s - plan.probe_rate_per_s
         calls = asyncio.run(
             run_load(server.target, server.process.pid, plan, reviews, seed, started_s, load_rate)
         )
         probe_calls = []
-        if plan.probe_rate_per_s > 0:
+        if probe is not None:
             probe.join(PROBE_JOIN_S)
             if probe.exitcode != 0 or not probe_path.is_file():
                 raise RuntimeError(f"the probe process failed (exit code {probe.exitcode})")
@@ -399,6 +400,8 @@ def slowdown(plan: Plan, model_dir: Path, work_dir: Path, seed: int, admission: 
             if s.name == "sentiment_reviews_dropped_total"
         }
     finally:
+        if probe is not None and probe.is_alive():  # the load failed: stop its share too
+            probe.terminate()
         report_exit = server.stop()
     report["server_exit_code"] = report_exit
     return report
