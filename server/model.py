@@ -308,17 +308,16 @@ class ServingModel:
 
         On the fast path a large batch is tokenised in parts on its lanes' threads (the string
         ops run on one core per call): at batch 128, 5% more reviews/s in all."""
+
+        def tokenize(texts: list[str]) -> np.ndarray:
+            return self._tokenize(tf.constant(texts, dtype=tf.string)).numpy()
+
         count = min(self.fast_path_lanes, len(reviews) // TOKENIZE_PART_ROWS)
         if count < 2:
-            return self._tokenize(tf.constant(reviews, dtype=tf.string)).numpy()
+            return tokenize(reviews)
         size = -(-len(reviews) // count)
         starts = list(range(0, len(reviews), size))
-        parts = self._fast.on_lanes(
-            lambda start: self._tokenize(
-                tf.constant(reviews[start : start + size], dtype=tf.string)
-            ).numpy(),
-            starts,
-        )
+        parts = self._fast.on_lanes(lambda start: tokenize(reviews[start : start + size]), starts)
         ids = np.zeros((len(reviews), max(part.shape[1] for part in parts)), dtype=np.int64)
         for start, part in zip(starts, parts, strict=True):
             ids[start : start + len(part), : part.shape[1]] = part
