@@ -61,6 +61,9 @@ class Preset:
     # (training/extra_data.py), each CAD pair repeated cad_repeats times.
     data_mix: str = "imdb"
     cad_repeats: int = 1
+    # Passes of language-model pretraining of the embedding and LSTM over the training
+    # texts before the classifier trains (training/pretrain.py); 0: none.
+    lm_epochs: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +203,11 @@ def get_preset(name: str, **overrides) -> Preset:
         raise ValueError(
             f"bag_buckets >= 0, cad_repeats >= 1 and lstm_aux_weight >= 0 are required, not "
             f"{preset.bag_buckets}, {preset.cad_repeats} and {preset.lstm_aux_weight}"
+        )
+    if preset.lm_epochs < 0 or (preset.lm_epochs and preset.pooling == "last"):
+        raise ValueError(
+            f"lm_epochs must be >= 0, and 0 with pooling 'last' (the language model reads "
+            f"the LSTM's every state), not {preset.lm_epochs} with {preset.pooling!r}"
         )
     if preset.distillation and preset.data_mix != "imdb":
         raise ValueError("distillation needs data_mix=imdb (the teacher is fitted on IMDB alone)")

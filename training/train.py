@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import data as imdb
-from training import embeddings, evaluate, extra_data, teacher
+from training import embeddings, evaluate, extra_data, pretrain, teacher
 from training.batches import length_grouped_batches
 from training.mix import SelectOnValidationSets, build_mix, choose_whole_or_lstm
 from training.model import (
@@ -199,6 +199,23 @@ def train(
         vectors = embeddings.pretrained_vectors(vectorizer, mix.texts, preset.embedding_dim, seed)
         model.get_layer("classifier").get_layer("embedding").set_weights([vectors])
         print(f"PPMI-SVD embeddings in {time.monotonic() - started:.0f} s", flush=True)
+    language_model = {}
+    if preset.lm_epochs:
+        started = time.monotonic()
+        texts = list(dict.fromkeys(mix.texts))  # each training text once (CAD pairs repeat)
+        losses = pretrain.pretrain_language_model(
+            model,
+            texts,
+            epochs=preset.lm_epochs,
+            batch_size=preset.batch_size,
+            learning_rate=preset.learning_rate,
+            seed=seed,
+        )
+        language_model = {
+            "texts": len(texts),
+            "losses": losses,
+            "seconds": round(time.monotonic() - started, 1),
+        }
 
     out.mkdir(parents=True, exist_ok=True)
     version = version or next_version(out)
@@ -302,6 +319,7 @@ def train(
             "epochs_run": len(history["loss"]),
             "best_epoch": best_epoch,
             "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+            **({"language_model": language_model} if language_model else {}),
         },
         "metrics": {"validation": val_metrics},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
