@@ -1,5 +1,4 @@
-"""Language-model pretraining: the classifier's embedding and LSTM learn to read before
-they see a label.
+"""Language-model pretraining of the classifier's embedding and LSTM, before any label.
 
 For `lm_epochs` passes over the training texts, the LSTM's state after each word
 predicts the next word (and, in the backward direction, the state after reading a
@@ -9,8 +8,9 @@ word-prediction head is thrown away, so the shipped model's shape and serving
 contract do not change.
 
 The softmax over the vocabulary is sampled (TensorFlow's log-uniform sampler, which
-assumes ids ordered by falling frequency: TextVectorization's vocabulary is), so a
-step costs about what a classifier step costs.
+assumes ids ordered by falling frequency: TextVectorization's vocabulary is; it also
+draws the padding and OOV ids now and then, which are never targets), so a step costs
+about what a classifier step costs.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class NextWordHead(keras.layers.Layer):
         )
         self.bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="bias")
 
-    def loss(self, states: tf.Tensor, targets: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+    def sampled_loss(self, states: tf.Tensor, targets: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
         """Mean sampled-softmax loss of predicting `targets` [batch, time] from `states`
         [batch, time, units] where `real` holds."""
         states = tf.boolean_mask(states, real)
@@ -67,10 +67,10 @@ def language_model_loss(
     """
     read = ids != 0
     is_word = ids >= FIRST_WORD_ID
-    forward = head.loss(states[:, :-1, :units], ids[:, 1:], read[:, :-1] & is_word[:, 1:])
+    forward = head.sampled_loss(states[:, :-1, :units], ids[:, 1:], read[:, :-1] & is_word[:, 1:])
     if not bidirectional:
         return forward
-    backward = head.loss(states[:, 1:, units:], ids[:, :-1], read[:, 1:] & is_word[:, :-1])
+    backward = head.sampled_loss(states[:, 1:, units:], ids[:, :-1], read[:, 1:] & is_word[:, :-1])
     return (forward + backward) / 2
 
 

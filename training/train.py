@@ -190,6 +190,11 @@ def train(
     )
     print(mix.describe(), flush=True)
 
+    out.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(out)
+    if (out / str(version)).exists():  # fail now, not after hours of training
+        raise FileExistsError(f"{out / str(version)} already exists; pass another --version")
+
     vectorizer = build_vectorizer(preset)
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(mix.texts).batch(1024))
     model, trainer = build_models(preset, vectorizer)
@@ -217,10 +222,6 @@ def train(
             "seconds": round(time.monotonic() - started, 1),
         }
 
-    out.mkdir(parents=True, exist_ok=True)
-    version = version or next_version(out)
-    if (out / str(version)).exists():  # fail now, not after training
-        raise FileExistsError(f"{out / str(version)} already exists; pass another --version")
     checkpoint_dir = checkpoint_dir or out / ".checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     callbacks = [
