@@ -22,7 +22,11 @@ returns, per review, a float or an Exception that fails only that review
 - so is a request whose reviews would still be queued when its deadline
   passes, by an estimate from the batches just run (server.wait_estimate):
   when the model slows down, callers are told at once instead of each one
-  waiting out its deadline in a queue that is not full.
+  waiting out its deadline in a queue that is not full;
+- while admission is refusing, a batch's answers go out one at a time, earliest
+  deadline first, a little apart: each answer is a few event-loop turns of
+  gRPC work, and all of a full batch's at once would hold every refusal that
+  arrives meanwhile behind them (tens of ms; bench/slowdown.py measures it).
 """
 
 from __future__ import annotations
@@ -56,6 +60,12 @@ _DEADLINE_MARGIN = 0.1
 # slower model must not make the next batch wait 10x longer for them (and the reviews queued
 # meanwhile, admitted on the estimate of the batches alone, past their deadlines).
 _MAX_REGROUP_WAIT_S = 0.05
+# For this long after a refusal the model is behind, and a finished batch's answers are handed
+# out one at a time this far apart (each costs the event loop about 0.3 ms of gRPC work here),
+# within this share of the time the batch took, so that answering never falls behind the model.
+_PACE_AFTER_REFUSAL_S = 1.0
+_PACE_GAP_S = 0.002
+_PACE_SHARE_OF_BATCH = 0.5
 
 PredictFn = Callable[[list[str]], Sequence[float | BaseException]]
 
@@ -171,6 +181,8 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._stats = BatcherStats()
+        self._refused_at_s = -math.inf
+        self._paced_answers: set[asyncio.Task] = set()
 
     # -- callers' side -------------------------------------------------------------
 
@@ -191,6 +203,7 @@ class MicroBatcher:
             self._discard_cancelled()
         if len(self._queue) + len(reviews) > self.queue_capacity:
             self._stats.rejected_full += len(reviews)
+            self._refused_at_s = time.monotonic()
             raise QueueFullError(
                 f"the queue is full ({len(self._queue)} of {self.queue_capacity} reviews "
                 f"waiting; this request has {len(reviews)}); retry later",
@@ -231,6 +244,20 @@ class MicroBatcher:
         self._closing = True
         self._arrived.set()
         task, self._task = self._task, None
+        try:
+            await self._drain(task, drain_timeout_s)
+        finally:
+            # Answers still being paced out are ready: hand out the rest at once.
+            for answering in list(self._paced_answers):
+                answering.cancel()
+            await asyncio.gather(*self._paced_answers, return_exceptions=True)
+        self._fail_queued(ShuttingDownError("the server shut down before this review was scored"))
+        if self._executor is not None:
+            # The worker may still be inside predict after a timeout; do not block on it.
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def _drain(self, task: asyncio.Task | None, drain_timeout_s: float | None) -> None:
         if task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(task), drain_timeout_s)
@@ -242,11 +269,6 @@ class MicroBatcher:
                 raise
             except Exception:
                 pass  # the loop has logged its own failure; callers were failed on its way out
-        self._fail_queued(ShuttingDownError("the server shut down before this review was scored"))
-        if self._executor is not None:
-            # The worker may still be inside predict after a timeout; do not block on it.
-            self._executor.shutdown(wait=False)
-            self._executor = None
 
     # -- the batching loop ---------------------------------------------------------
 
@@ -368,14 +390,17 @@ class MicroBatcher:
                 _fail(pending, error)
         else:
             failed = False
-            for pending, result in zip(batch, results, strict=True):
-                if pending.future.done():  # the caller went away during inference
-                    continue
-                outcome = _as_outcome(result)
-                if isinstance(outcome, BaseException):
-                    pending.future.set_exception(outcome)
-                else:
-                    pending.future.set_result(outcome)
+            answers = [(p, _as_outcome(r)) for p, r in zip(batch, results, strict=True)]
+            took_s = time.monotonic() - started_s
+            if len(answers) > 1 and took_s > 0 and self._refusing():
+                gap_s = answer_gap_s(len(answers), took_s)
+                answering = asyncio.get_running_loop().create_task(_answer_paced(answers, gap_s))
+                self._paced_answers.add(answering)
+                answering.add_done_callback(self._paced_answers.discard)
+                # Cancelled (the batcher closing), even before it ran: the rest at once.
+                answering.add_done_callback(lambda _: _answer_all(answers))
+            else:
+                _answer_all(answers)
         finally:
             finished_s = time.monotonic()
             self._running_since_s = None
@@ -413,6 +438,9 @@ class MicroBatcher:
         except Exception:  # an observer's bug must not fail the batch's callers
             logger.exception("the batch observer failed")
 
+    def _refusing(self) -> bool:
+        return time.monotonic() - self._refused_at_s < _PACE_AFTER_REFUSAL_S
+
     def _discard_cancelled(self) -> None:
         live = [p for p in self._queue if not p.future.done()]
         self._stats.dropped_cancelled += len(self._queue) - len(live)
@@ -439,6 +467,7 @@ class MicroBatcher:
         if wait_s is None or wait_s <= (1 - _DEADLINE_MARGIN) * (deadline_s - now_s):
             return
         self._stats.rejected_late += count
+        self._refused_at_s = now_s
         raise QueueFullError(
             f"the work queued ahead would outlast this request's deadline: about "
             f"{1000 * wait_s:.0f} ms until its reviews would be scored ({len(self._queue)} "
@@ -464,6 +493,37 @@ class MicroBatcher:
         return max(1, math.ceil(wait_ms))
 
 
+def answer_gap_s(answers: int, batch_s: float) -> float:
+    """The time between a paced batch's answers: _PACE_GAP_S, less if `answers` that far
+    apart would take more than _PACE_SHARE_OF_BATCH of the `batch_s` the batch took."""
+    return min(_PACE_GAP_S, _PACE_SHARE_OF_BATCH * batch_s / max(1, answers - 1))
+
+
+def _answer(pending: PendingReview, outcome: float | BaseException) -> None:
+    if pending.future.done():  # the caller went away during inference
+        return
+    if isinstance(outcome, BaseException):
+        pending.future.set_exception(outcome)
+    else:
+        pending.future.set_result(outcome)
+
+
+def _answer_all(answers: Sequence[tuple[PendingReview, float | BaseException]]) -> None:
+    for pending, outcome in answers:
+        _answer(pending, outcome)
+
+
+async def _answer_paced(
+    answers: Sequence[tuple[PendingReview, float | BaseException]], gap_s: float
+) -> None:
+    """Answers one review every `gap_s`, earliest deadline first."""
+    by_deadline = sorted(answers, key=lambda answer: _deadline_or_never(answer[0]))
+    for index, (pending, outcome) in enumerate(by_deadline):
+        if index:
+            await asyncio.sleep(gap_s)
+        _answer(pending, outcome)
+
+
 def _as_outcome(result: object) -> float | BaseException:
     """A model result as a score or an exception; never raises, so no future is left behind."""
     if isinstance(result, BaseException):
@@ -479,3 +539,7 @@ def _as_outcome(result: object) -> float | BaseException:
 def _fail(pending: PendingReview, error: BaseException) -> None:
     if not pending.future.done():
         pending.future.set_exception(error)
+
+
+def _deadline_or_never(pending: PendingReview) -> float:
+    return math.inf if pending.deadline_s is None else pending.deadline_s
