@@ -31,16 +31,29 @@ def verdict(name: str, measured: float, required: float, at_most: bool, detail: 
     }
 
 
-def limit_at(points: list[dict], batch_size: float) -> float:
-    """In-process reviews/s at `batch_size`, linear between the measured batch sizes."""
+def limit_at(points: list[dict], batch_size: float, key: str = "reviews_per_s") -> float:
+    """In-process reviews/s (or another figure of the points) at `batch_size`, linear between
+    the measured batch sizes."""
     points = sorted(points, key=lambda p: p["batch_size"])
     if batch_size <= points[0]["batch_size"]:
-        return points[0]["reviews_per_s"]
+        return points[0][key]
     for low, high in zip(points, points[1:], strict=False):
         if batch_size <= high["batch_size"]:
             share = (batch_size - low["batch_size"]) / (high["batch_size"] - low["batch_size"])
-            return low["reviews_per_s"] + share * (high["reviews_per_s"] - low["reviews_per_s"])
-    return points[-1]["reviews_per_s"]
+            return low[key] + share * (high[key] - low[key])
+    return points[-1][key]
+
+
+def grpcio_ceiling(points: list[dict], batch_size: float, bare: dict, cpus: int) -> float:
+    """The most of the in-process rate at `batch_size` that a server answering single-review
+    calls could reach if grpcio's own work per call (a bare server's CPU per call, and the
+    load generator's, on the same cores) were all it added: each answer then costs the model's
+    CPU per review plus that, and the cores are all there is. Ignores every other cost (the
+    GIL, the queue, the event loop's waits), so a real server stays below it."""
+    rate = limit_at(points, batch_size)
+    model_us = limit_at(points, batch_size, key="cpu_us_per_review")
+    call_us = model_us + bare["server_cpu_us_per_call"] + bare["client_cpu_us_per_call"]
+    return min(1.0, cpus * 1e6 / call_us / rate)
 
 
 def path_checks(section: dict, max_batch_size: int) -> list[dict]:
@@ -148,6 +161,22 @@ def judge(results: dict, elapsed_s: float) -> list[dict]:
                 f"in-process {in_process:.0f}/s at that batch size",
             )
         )
+        bare = run.get("bare_grpc")
+        if bare is not None:
+            cpus = results["meta"]["machine"]["cpus"]
+            checks.append(
+                verdict(
+                    f"unary c=64 ({name}): the most any grpcio server could reach at "
+                    f"batch {run['mean_batch_size']:g} here (fraction)",
+                    grpcio_ceiling(points, run["mean_batch_size"], bare, cpus),
+                    0.85,
+                    False,
+                    f"a bare grpcio server (no model) costs {bare['server_cpu_us_per_call']:.0f} "
+                    f"us CPU a call and h2load {bare['client_cpu_us_per_call']:.0f}; the model "
+                    f"{limit_at(points, run['mean_batch_size'], 'cpu_us_per_review'):.0f} us a "
+                    f"review at that batch; {cpus} cores",
+                )
+            )
     reference = on["reference"]
     ref64, ref1 = unary_at(reference, 64), unary_at(reference, 1)
     checks += [

@@ -52,15 +52,18 @@ def grpc_status(port: int, body: Path) -> str:
     return found[-1] if found else f"none (nghttp exit {done.returncode})"
 
 
-def run_h2load(port: int, body: Path, concurrency: int, duration_s: float) -> dict:
-    """h2load for `duration_s` with `concurrency` calls in flight over up to 4 connections."""
+def run_h2load(
+    port: int, body: Path, concurrency: int, duration_s: float, warm_up_s: float = 1.0
+) -> dict:
+    """h2load for `duration_s` with `concurrency` calls in flight over up to 4 connections,
+    after `warm_up_s` whose calls it does not count."""
     connections = min(4, concurrency)
     command = [
         "h2load",
         "--duration",
         f"{duration_s:g}",
         "--warm-up-time",
-        "1",
+        f"{warm_up_s:g}",
         "--clients",
         str(connections),
         "--max-concurrent-streams",

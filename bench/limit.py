@@ -26,22 +26,26 @@ def measure_batch_size(
     predict: PredictFn, reviews: list[str], batch_size: int, duration_s: float, min_batches: int
 ) -> dict:
     """Calls `predict` on consecutive batches of `reviews` for at least `duration_s` and
-    `min_batches`; returns reviews/s and the per-call latency percentiles."""
+    `min_batches`; returns reviews/s, the process's CPU time per review and the per-call
+    latency percentiles."""
     texts = itertools.cycle(reviews)
     predict([next(texts) for _ in range(batch_size)])  # the first call at a new size is slower
     latencies_s: list[float] = []
-    started_s = time.perf_counter()
+    started_s, started_cpu_s = time.perf_counter(), time.process_time()
     while len(latencies_s) < min_batches or time.perf_counter() - started_s < duration_s:
         batch = [next(texts) for _ in range(batch_size)]
         call_started_s = time.perf_counter()
         predict(batch)
         latencies_s.append(time.perf_counter() - call_started_s)
+    # Every thread of this process (TensorFlow's and the fast path's lanes too).
+    cpu_s = time.process_time() - started_cpu_s
     busy_s = sum(latencies_s)
     latencies_ms = sorted(1000 * s for s in latencies_s)
     return {
         "batch_size": batch_size,
         "batches": len(latencies_s),
         "reviews_per_s": round(batch_size * len(latencies_s) / busy_s, 2),
+        "cpu_us_per_review": round(1e6 * cpu_s / (batch_size * len(latencies_s)), 1),
         "latency_ms": {
             name: round(percentile(latencies_ms, fraction), 3)
             for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))

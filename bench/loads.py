@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from bench.bare_grpc import measure_bare_grpc
 from bench.c_loads import (
     grpc_status,
     h2load_available,
@@ -201,5 +202,12 @@ def measure_h2load(ctx: Context, server: ServerProcess) -> dict | None:
         f"  on h2load c={run['concurrency']}: {run['rpc_per_s']:.0f} calls/s, mean "
         f"{run['latency_ms']['mean']:.1f} ms, mean batch {run['mean_batch_size']}, "
         f"HTTP errors {run['http_errors']}"
+    )
+    # The same load on a server with nothing behind grpcio: what the framework itself costs.
+    run["bare_grpc"] = bare = measure_bare_grpc(body, run["concurrency"], ctx.plan.load_s)
+    say(
+        f"  bare grpcio server, h2load c={bare['concurrency']}: {bare['rpc_per_s']:.0f} "
+        f"calls/s, {bare['server_cpu_us_per_call']:.0f} us server CPU a call, h2load "
+        f"{bare['client_cpu_us_per_call']:.0f} us"
     )
     return run

@@ -52,6 +52,7 @@ def _summary(batch_size: int, points: list[dict]) -> dict:
         "reviews_per_s": round(statistics.median(rates), 2),
         "reviews_per_s_min": min(rates),
         "reviews_per_s_max": max(rates),
+        "cpu_us_per_review": round(statistics.median(p["cpu_us_per_review"] for p in points), 1),
         "latency_ms": {
             key: round(statistics.median(p["latency_ms"][key] for p in points), 3)
             for key in ("p50", "p99")

@@ -351,6 +351,19 @@ def _outside_python(on: dict) -> list[str]:
                 "0" if not c_load["http_errors"] else f"HTTP {c_load['http_errors']}",
             ]
         )
+        bare = c_load["bare_grpc"]
+        rows.append(
+            [
+                f"the same h2load calls to a bare grpcio server (no model: `bench/bare_grpc.py`;"
+                f" {bare['server_cpu_us_per_call']:.0f} us server CPU a call, h2load "
+                f"{bare['client_cpu_us_per_call']:.0f} us)",
+                bare["concurrency"],
+                f"{bare['rpc_per_s']:.1f}",
+                f"mean {bare['latency_ms']['mean']:.2f}, max {bare['latency_ms']['max']:.1f}",
+                "n/a",
+                "0" if not bare["http_errors"] else f"HTTP {bare['http_errors']}",
+            ]
+        )
     lines += [
         _table(["load", "concurrency", "reviews/s", "latency ms", "mean batch", "errors"], rows),
         "",

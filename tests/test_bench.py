@@ -100,6 +100,28 @@ def test_http_and_the_c_load_generator_ran_without_errors(results):
     assert c_load["grpc_status_of_sample"] == "0"
     assert c_load["succeeded"] > 0 and c_load["http_errors"] == 0
     assert c_load["mean_batch_size"] >= 1
+    bare = c_load["bare_grpc"]
+    assert bare["grpc_status_of_sample"] == "0"
+    assert bare["succeeded"] > 0 and bare["http_errors"] == 0
+    assert bare["server_cpu_us_per_call"] > 0 and bare["client_cpu_us_per_call"] > 0
+
+
+def test_the_limit_records_the_cpu_time_per_review(results):
+    for point in results["limit"]["points"]:
+        assert point["cpu_us_per_review"] > 0, point
+
+
+def test_grpcio_ceiling_adds_the_bare_call_cost_to_the_model_cost_on_all_cores():
+    points = [
+        {"batch_size": 1, "reviews_per_s": 1000.0, "cpu_us_per_review": 2000.0},
+        {"batch_size": 32, "reviews_per_s": 4000.0, "cpu_us_per_review": 500.0},
+    ]
+    bare = {"server_cpu_us_per_call": 300.0, "client_cpu_us_per_call": 40.0}
+    # 2 cores / (500 + 300 + 40 us) = 2381 calls/s against 4000/s in process.
+    assert acceptance.grpcio_ceiling(points, 32, bare, cpus=2) == pytest.approx(2e6 / 840 / 4000)
+    assert acceptance.grpcio_ceiling(points, 1, bare, cpus=2) == pytest.approx(2e6 / 2340 / 1000)
+    free = {"server_cpu_us_per_call": 0.0, "client_cpu_us_per_call": 0.0}
+    assert acceptance.grpcio_ceiling(points, 32, free, cpus=8) == 1.0
 
 
 def test_limit_covers_batch_sizes_up_to_the_largest_tried(results):
