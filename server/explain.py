@@ -49,6 +49,7 @@ from server.errors import (
 )
 from server.model_gate import ModelGate
 from server.word_spans import words
+from training.token_ids import OOV_ID
 
 METHOD = "integrated_gradients"
 BASELINE = "unknown words: every token the model saw, as the [UNK] embedding vector (same length)"
@@ -56,7 +57,6 @@ BASELINE = "unknown words: every token the model saw, as the [UNK] embedding vec
 # or within 1e-4 when score and baseline barely differ (float32 rounding, not the method).
 TOLERANCE = 0.05
 ABSOLUTE_TOLERANCE = 1e-4
-OOV_ID = 1
 
 # Word statuses: only "scored" and "out_of_vocabulary" words carry an attribution.
 SCORED = "scored"

@@ -34,7 +34,7 @@ from server.fast_path import (
     reverse_within_length,
     tanh,
 )
-from server.integrated_gradients import UNKNOWN_ID  # the baseline's every token
+from training.token_ids import OOV_ID
 
 # Rows (presences) per compiled call: a call is padded up to one of these, or cut into the
 # largest, so that XLA compiles a few shapes at warm-up (about 1.3 s each) and none while
@@ -161,7 +161,7 @@ def _path_inputs(recurrence, ids, n) -> list[_Inputs]:
     readings = [ids, reverse_within_length(ids[None, :], n[None])[0]]
     inputs = []
     for direction in recurrence.directions:
-        unknown = direction.table[UNKNOWN_ID]
+        unknown = direction.table[OOV_ID]  # the baseline's every token
         reading = readings[int(direction.reverse)]
         inputs.append(_Inputs(unknown, tf.gather(direction.table, reading) - unknown))
     return inputs

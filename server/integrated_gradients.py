@@ -43,11 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from server.errors import ModelLoadError
-
-# Classifier ids are right-padded with 0; a row with token t deleted is padded so too.
-_PADDING_ID = 0
-# TextVectorization's out-of-vocabulary id: its embedding vector is the baseline's every token.
-UNKNOWN_ID = 1
+from training.token_ids import OOV_ID, PADDING_ID
 
 
 class PresenceGradients:
@@ -131,7 +127,7 @@ def relaxed_classifier(classifier: keras.Model) -> Callable[[tf.Tensor, tf.Tenso
                 if isinstance(operation, keras.layers.Embedding):
                     # [k, n, d]: each token's vector slides from [UNK]'s to its own; mask unchanged.
                     p = tf.cast(presence[:, :, None], output.dtype)
-                    unknown = tf.cast(operation.embeddings[UNKNOWN_ID], output.dtype)
+                    unknown = tf.cast(operation.embeddings[OOV_ID], output.dtype)
                     return unknown + p * (output - unknown)
                 if not isinstance(operation, keras.layers.Layer) or len(args) > 1:
                     raise ModelLoadError(
@@ -157,7 +153,7 @@ def _leave_one_out_relaxation(layer, ids: tf.Tensor, presence: tf.Tensor) -> tf.
     deleted = tf.where(
         source < n,
         tf.gather(ids[0], tf.minimum(source, n - 1)),
-        tf.constant(_PADDING_ID, ids.dtype),
+        tf.constant(PADDING_ID, ids.dtype),
     )
     full = layer(ids, training=False)  # [1, ...]
     without = layer(deleted, training=False)  # [n, ...]: row t lacks token t

@@ -44,6 +44,7 @@ from server.integrated_gradients import PresenceGradients
 from server.length_groups import DEFAULT_COST, GroupingCost, fit_cost, group_by_length
 from server.versions import ModelVersion, complete_versions
 from server.word_spans import NEGATION, PLAIN
+from training.token_ids import OOV_ID
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ STANDARDIZERS = {
     f"{training.layers.PACKAGE}>standardize_review": PLAIN,
     f"{training.layers.PACKAGE}>standardize_review_negation": NEGATION,
 }
-OOV_ID = 1
 # A batch is tokenised in parts on the fast path's lanes, parts of about this many rows or more.
 TOKENIZE_PART_ROWS = 16
 

@@ -15,10 +15,10 @@ from scipy import sparse
 from scipy.sparse.linalg import svds
 
 from training.batches import sorted_batches
+from training.token_ids import FIRST_WORD_ID
 
 WINDOW = 5
 CONTEXT_SMOOTHING = 0.75  # word2vec's context-distribution smoothing
-FIRST_WORD_ID = 2  # 0 is padding, 1 the OOV token: neither gets a learned context
 
 
 def token_ids(vectorizer, texts: list[str], batch_size: int = 512) -> list[np.ndarray]:

@@ -22,10 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from training.batches import length_grouped_batches
+from training.token_ids import FIRST_WORD_ID
 
 # Words drawn as negatives per step for the sampled softmax.
 SAMPLED_WORDS = 512
-FIRST_WORD_ID = 2  # 0 is padding and 1 the OOV token: neither is a word to predict
 
 
 class NextWordHead(keras.layers.Layer):
