@@ -23,10 +23,11 @@ returns, per review, a float or an Exception that fails only that review
   passes, by an estimate from the batches just run (server.wait_estimate):
   when the model slows down, callers are told at once instead of each one
   waiting out its deadline in a queue that is not full;
-- while admission is refusing, a batch's answers go out one at a time, earliest
-  deadline first, a little apart: each answer is a few event-loop turns of
-  gRPC work, and all of a full batch's at once would hold every refusal that
-  arrives meanwhile behind them (tens of ms; bench/slowdown.py measures it).
+- while admission is refusing, a batch's answers go out a request at a time,
+  earliest deadline first, a little apart: each answer is a few event-loop
+  turns of gRPC work, and all of a full batch's at once would hold every
+  refusal that arrives meanwhile behind them (tens of ms; bench/slowdown.py
+  measures it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -61,11 +63,17 @@ _DEADLINE_MARGIN = 0.1
 # meanwhile, admitted on the estimate of the batches alone, past their deadlines).
 _MAX_REGROUP_WAIT_S = 0.05
 # For this long after a refusal the model is behind, and a finished batch's answers are handed
-# out one at a time this far apart (each costs the event loop about 0.3 ms of gRPC work here),
-# within this share of the time the batch took, so that answering never falls behind the model.
+# out a request at a time this far apart (each costs the event loop about 0.3 ms of gRPC work
+# here), within this share of the time the batch took, so that answering never falls behind the
+# model; a batch answering fewer requests than _PACE_MIN_REQUESTS holds a refusal a few ms at
+# most, and answers at once.
 _PACE_AFTER_REFUSAL_S = 1.0
 _PACE_GAP_S = 0.002
 _PACE_SHARE_OF_BATCH = 0.5
+_PACE_MIN_REQUESTS = 16
+# A paced request is answered without its wait when that would leave it less than this before
+# its deadline: the answer still has to reach the caller.
+_PACE_DEADLINE_SLACK_S = 0.01
 
 PredictFn = Callable[[list[str]], Sequence[float | BaseException]]
 
@@ -80,6 +88,7 @@ class PendingReview:
     future: asyncio.Future[float]
     enqueued_at_s: float  # time.monotonic() at admission
     deadline_s: float | None = None  # time.monotonic() deadline; None: none
+    request: int = 0  # which submit() it came with: a request's reviews are answered together
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,8 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._stats = BatcherStats()
+        self._requests = itertools.count()
+        # The last refusal (time.monotonic()), and the tasks answering batches paced since.
         self._refused_at_s = -math.inf
         self._paced_answers: set[asyncio.Task] = set()
 
@@ -214,7 +225,10 @@ class MicroBatcher:
         self._ensure_running()
         loop = asyncio.get_running_loop()
         now_s = time.monotonic()
-        pending = [PendingReview(r, loop.create_future(), now_s, deadline_s) for r in reviews]
+        request = next(self._requests)
+        pending = [
+            PendingReview(r, loop.create_future(), now_s, deadline_s, request) for r in reviews
+        ]
         self._queue.extend(pending)
         self._arrived.set()
         return [p.future for p in pending]
@@ -391,14 +405,18 @@ class MicroBatcher:
         else:
             failed = False
             answers = [(p, _as_outcome(r)) for p, r in zip(batch, results, strict=True)]
-            took_s = time.monotonic() - started_s
-            if len(answers) > 1 and took_s > 0 and self._refusing():
-                gap_s = answer_gap_s(len(answers), took_s)
-                answering = asyncio.get_running_loop().create_task(_answer_paced(answers, gap_s))
+            requests = _by_request(answers)
+            if len(requests) >= _PACE_MIN_REQUESTS and self._refusing():
+                gap_s = answer_gap_s(len(requests), time.monotonic() - started_s)
+                answering = asyncio.get_running_loop().create_task(
+                    _answer_paced(requests, gap_s), name="paced-answers"
+                )
                 self._paced_answers.add(answering)
                 answering.add_done_callback(self._paced_answers.discard)
                 # Cancelled (the batcher closing), even before it ran: the rest at once.
-                answering.add_done_callback(lambda _: _answer_all(answers))
+                answering.add_done_callback(
+                    lambda _: _answer_all(list(itertools.chain.from_iterable(requests)))
+                )
             else:
                 _answer_all(answers)
         finally:
@@ -493,13 +511,25 @@ class MicroBatcher:
         return max(1, math.ceil(wait_ms))
 
 
-def answer_gap_s(answers: int, batch_s: float) -> float:
-    """The time between a paced batch's answers: _PACE_GAP_S, less if `answers` that far
-    apart would take more than _PACE_SHARE_OF_BATCH of the `batch_s` the batch took."""
-    return min(_PACE_GAP_S, _PACE_SHARE_OF_BATCH * batch_s / max(1, answers - 1))
+Answer = tuple[PendingReview, float | BaseException]
+
+
+def answer_gap_s(requests: int, batch_s: float) -> float:
+    """The time between a paced batch's requests' answers: _PACE_GAP_S, less if `requests`
+    that far apart would take more than _PACE_SHARE_OF_BATCH of the `batch_s` the batch took."""
+    return min(_PACE_GAP_S, _PACE_SHARE_OF_BATCH * batch_s / max(1, requests - 1))
+
+
+def _by_request(answers: Sequence[Answer]) -> list[list[Answer]]:
+    """A batch's answers grouped by request, earliest deadline first (no deadline last)."""
+    requests: dict[int, list[Answer]] = {}
+    for answer in answers:
+        requests.setdefault(answer[0].request, []).append(answer)
+    return sorted(requests.values(), key=lambda request: _deadline_or_never(request[0][0]))
 
 
 def _answer(pending: PendingReview, outcome: float | BaseException) -> None:
+    """Resolves one caller's future, unless the caller already went away."""
     if pending.future.done():  # the caller went away during inference
         return
     if isinstance(outcome, BaseException):
@@ -508,24 +538,25 @@ def _answer(pending: PendingReview, outcome: float | BaseException) -> None:
         pending.future.set_result(outcome)
 
 
-def _answer_all(answers: Sequence[tuple[PendingReview, float | BaseException]]) -> None:
+def _answer_all(answers: Sequence[Answer]) -> None:
     for pending, outcome in answers:
         _answer(pending, outcome)
 
 
-async def _answer_paced(
-    answers: Sequence[tuple[PendingReview, float | BaseException]], gap_s: float
-) -> None:
-    """Answers one review every `gap_s`, earliest deadline first."""
-    by_deadline = sorted(answers, key=lambda answer: _deadline_or_never(answer[0]))
-    for index, (pending, outcome) in enumerate(by_deadline):
-        if index:
+async def _answer_paced(requests: Sequence[Sequence[Answer]], gap_s: float) -> None:
+    """Answers one request every `gap_s`, in the order given; without the wait for a request
+    whose deadline the wait would bring within _PACE_DEADLINE_SLACK_S (the answer's way back)."""
+    for index, request in enumerate(requests):
+        left_s = _deadline_or_never(request[0][0]) - time.monotonic()
+        if index and left_s > gap_s + _PACE_DEADLINE_SLACK_S:
             await asyncio.sleep(gap_s)
-        _answer(pending, outcome)
+        _answer_all(request)
 
 
 def _as_outcome(result: object) -> float | BaseException:
     """A model result as a score or an exception; never raises, so no future is left behind."""
+    if isinstance(result, StopIteration):  # a future cannot hold one (set_exception refuses it)
+        return InferenceError(f"the model returned {result!r} instead of a score")
     if isinstance(result, BaseException):
         return result
     if isinstance(result, float):  # as is: a float subclass may say which model made it

@@ -1,9 +1,9 @@
-"""MicroBatcher's paced answers: while admission is refusing, a batch's answers go out one at a
-time, earliest deadline first, so a refusal arriving meanwhile is not queued behind all of them;
-otherwise at once. None is lost when the batcher closes mid-way.
+"""MicroBatcher's paced answers: while admission is refusing, a batch's answers go out a request
+at a time, earliest deadline first, so a refusal arriving meanwhile is not queued behind all of
+them; otherwise at once. None is lost when the batcher closes mid-way.
 
-Fake model: the pacing is the batcher's, and the model is held only to give the batch a known
-minimum duration (the cap on the pace is a share of it).
+Fake model: the pacing is the batcher's, and batches of several are made to take HELD_S only to
+give them a known minimum duration (the cap on the pace is a share of it).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from server import batcher as batcher_module
 from server.batcher import MicroBatcher, answer_gap_s
 from server.errors import QueueFullError
 from tests.test_batcher import FakeModel, make_batcher, occupy, run
+from tests.test_batcher_deadline import slow_batch
 
-BATCH = 8
-HELD_S = 0.2  # the paced batch takes at least this long: its gap is the full _PACE_GAP_S
+REQUESTS = batcher_module._PACE_MIN_REQUESTS + 4
+HELD_S = 0.2  # a batch of several takes at least this long: its gap is the full _PACE_GAP_S
 
 
 class SlowBatches(FakeModel):
@@ -32,111 +33,208 @@ class SlowBatches(FakeModel):
 
 
 class Answers:
-    """When each future was answered, in order, and whether the others were done by then."""
+    """When each request was answered, in order, and which futures were done by then."""
 
-    def __init__(self, futures: list[asyncio.Future], names: list[str]):
+    def __init__(self, requests: dict[str, list[asyncio.Future]]):
         self.order: list[str] = []
         self.times_s: list[float] = []
-        self.others_done_at_first: bool | None = None
-        for future, name in zip(futures, names, strict=True):
-            future.add_done_callback(lambda f, name=name: self._done(futures, name))
+        self.done_at_first: set[str] | None = None
+        self.apart: set[str] = set()  # requests whose reviews were answered in separate turns
+        for name, futures in requests.items():
+            futures[0].add_done_callback(lambda _, fs=futures, name=name: self._check(fs, name))
+            futures[-1].add_done_callback(lambda _, name=name: self._done(requests, name))
 
-    def _done(self, futures: list[asyncio.Future], name: str) -> None:
-        if self.others_done_at_first is None:
-            self.others_done_at_first = all(f.done() for f in futures)
+    def _check(self, futures: list[asyncio.Future], name: str) -> None:
+        if not all(f.done() for f in futures):
+            self.apart.add(name)
+
+    def _done(self, requests: dict[str, list[asyncio.Future]], name: str) -> None:
+        if self.done_at_first is None:
+            self.done_at_first = {n for n, fs in requests.items() if all(f.done() for f in fs)}
         self.order.append(name)
         self.times_s.append(time.monotonic())
 
 
-async def held_batch(model: SlowBatches, batcher: MicroBatcher, refuse: bool) -> Answers:
-    """Queues a batch of BATCH behind a held model, latest deadline first, refusing one more
-    request if `refuse`, and lets it run. Returns its answers' record."""
+async def batch_behind_held_model(
+    model: FakeModel, batcher: MicroBatcher, deadlines_s: list[float | None], refuse: bool
+) -> dict[str, list[asyncio.Future]]:
+    """Holds the model on one review, then queues one request per deadline (two reviews each),
+    then, if `refuse`, one request too many; returns the queued requests' futures by name and
+    releases the model."""
     model.hold()
     first = await occupy(model, batcher)
-    names = [f"review {i}" for i in range(BATCH)]
-    now_s = time.monotonic()
-    futures = [
-        future
-        for i, name in enumerate(names)
-        for future in batcher.submit([name], deadline_s=now_s + 60 - i)
-    ]
-    answers = Answers(futures, names)
+    requests = {
+        f"request {i}": batcher.submit([f"review {i}a", f"review {i}b"], deadline_s=deadline_s)
+        for i, deadline_s in enumerate(deadlines_s)
+    }
     if refuse:
         with pytest.raises(QueueFullError):
             batcher.submit(["one too many"])
     model.release.set()
     await first
-    assert await asyncio.gather(*futures) == [float(len(name)) for name in names]
+    return requests
+
+
+def latest_first(count: int, horizon_s: float = 60) -> list[float]:
+    """`count` deadlines about `horizon_s` away, the latest first."""
+    now_s = time.monotonic()
+    return [now_s + horizon_s - i for i in range(count)]
+
+
+def full_batcher(model: FakeModel) -> MicroBatcher:
+    """Room for exactly REQUESTS requests of two reviews, all in one batch."""
+    return make_batcher(model, max_batch_size=2 * REQUESTS, queue_capacity=2 * REQUESTS)
+
+
+async def answered(requests: dict[str, list[asyncio.Future]]) -> Answers:
+    answers = Answers(requests)
+    for futures in requests.values():
+        await asyncio.gather(*futures)
     return answers
 
 
-def test_while_refusing_a_batch_is_answered_one_at_a_time_earliest_deadline_first():
+def test_while_refusing_a_batch_is_answered_a_request_at_a_time_earliest_deadline_first():
     model = SlowBatches()
 
     async def scenario():
-        batcher = make_batcher(model, max_batch_size=BATCH, queue_capacity=BATCH)
-        answers = await held_batch(model, batcher, refuse=True)
+        batcher = full_batcher(model)
+        requests = await batch_behind_held_model(
+            model, batcher, latest_first(REQUESTS), refuse=True
+        )
+        answers = await answered(requests)
         await batcher.close()
         return answers
 
     answers = run(scenario())
-    assert answers.order == [f"review {i}" for i in reversed(range(BATCH))]
-    assert answers.others_done_at_first is False
+    assert answers.order == [f"request {i}" for i in reversed(range(REQUESTS))]
+    assert not answers.apart, "a request's reviews were answered apart"
+    # The first request's two reviews together, and no other request yet.
+    assert answers.done_at_first == {f"request {REQUESTS - 1}"}
     spread_s = answers.times_s[-1] - answers.times_s[0]
-    assert spread_s >= 0.9 * (BATCH - 1) * batcher_module._PACE_GAP_S, answers.times_s
+    assert spread_s >= 0.9 * (REQUESTS - 1) * batcher_module._PACE_GAP_S, answers.times_s
 
 
 def test_without_a_refusal_a_batch_is_answered_at_once():
     model = SlowBatches()
 
     async def scenario():
-        batcher = make_batcher(model, max_batch_size=BATCH, queue_capacity=BATCH + 1)
-        answers = await held_batch(model, batcher, refuse=False)
+        batcher = make_batcher(model, max_batch_size=2 * REQUESTS, queue_capacity=2 * REQUESTS + 1)
+        requests = await batch_behind_held_model(
+            model, batcher, latest_first(REQUESTS), refuse=False
+        )
+        answers = await answered(requests)
         await batcher.close()
         return answers
 
     answers = run(scenario())
-    assert answers.others_done_at_first is True
-    assert answers.order == [f"review {i}" for i in range(BATCH)]
+    assert answers.done_at_first == {f"request {i}" for i in range(REQUESTS)}
+
+
+def test_a_refusal_for_lateness_turns_pacing_on_too():
+    model = FakeModel()
+
+    async def scenario():
+        batcher = make_batcher(model, max_batch_size=2 * REQUESTS, queue_capacity=1000)
+        await slow_batch(model, batcher)  # the estimate now expects a batch to take ~1 s
+        model.hold()
+        first = await occupy(model, batcher)
+        requests = {
+            f"request {i}": batcher.submit([f"r{i}a", f"r{i}b"], deadline_s=deadline_s)
+            for i, deadline_s in enumerate(latest_first(REQUESTS))
+        }
+        with pytest.raises(QueueFullError, match="would outlast this request's deadline"):
+            batcher.submit(["late"], deadline_s=time.monotonic() + 0.01)
+        model.release.set()
+        await first
+        answers = await answered(requests)
+        await batcher.close()
+        return answers
+
+    answers = run(scenario())
+    assert answers.done_at_first == {f"request {REQUESTS - 1}"}
+
+
+def test_a_batch_of_few_requests_is_answered_at_once_even_while_refusing():
+    model = SlowBatches()
+    few = batcher_module._PACE_MIN_REQUESTS - 1
+
+    async def scenario():
+        batcher = make_batcher(model, max_batch_size=2 * few, queue_capacity=2 * few)
+        requests = await batch_behind_held_model(model, batcher, latest_first(few), refuse=True)
+        answers = await answered(requests)
+        await batcher.close()
+        return answers
+
+    answers = run(scenario())
+    assert answers.done_at_first == {f"request {i}" for i in range(few)}
+
+
+def test_a_request_the_wait_would_bring_near_its_deadline_is_answered_without_it(monkeypatch):
+    monkeypatch.setattr(batcher_module, "_PACE_GAP_S", 0.05)
+    monkeypatch.setattr(batcher_module, "_PACE_SHARE_OF_BATCH", 1e6)
+    model = SlowBatches()
+    near = 4
+
+    async def scenario():
+        batcher = full_batcher(model)
+        now_s = time.monotonic()
+        # The near ones come first anyway (earliest deadline first): HELD_S after the batch
+        # starts, a 50 ms wait would bring each within the slack of its deadline.
+        deadlines_s = latest_first(REQUESTS - near)
+        deadlines_s += [now_s + HELD_S + 0.04 + i / 1000 for i in range(near)]
+        requests = await batch_behind_held_model(model, batcher, deadlines_s, refuse=True)
+        answers = await answered(requests)
+        await batcher.close()
+        return answers
+
+    answers = run(scenario())
+    near_names = {f"request {i}" for i in range(REQUESTS - near, REQUESTS)}
+    assert answers.done_at_first == near_names
+    assert answers.order[:near] == sorted(near_names)
 
 
 def test_pacing_ends_a_while_after_the_last_refusal(monkeypatch):
-    monkeypatch.setattr(batcher_module, "_PACE_AFTER_REFUSAL_S", 2 * HELD_S)
+    monkeypatch.setattr(batcher_module, "_PACE_AFTER_REFUSAL_S", 4 * HELD_S)
     model = SlowBatches()
 
     async def scenario():
-        batcher = make_batcher(model, max_batch_size=BATCH, queue_capacity=BATCH)
-        paced = await held_batch(model, batcher, refuse=True)
-        await asyncio.sleep(2 * HELD_S)
-        unpaced = await held_batch(model, batcher, refuse=False)
+        batcher = full_batcher(model)
+        paced = await answered(
+            await batch_behind_held_model(model, batcher, latest_first(REQUESTS), refuse=True)
+        )
+        await asyncio.sleep(6 * HELD_S)
+        unpaced = await answered(
+            await batch_behind_held_model(model, batcher, latest_first(REQUESTS), refuse=False)
+        )
         await batcher.close()
         return paced, unpaced
 
     paced, unpaced = run(scenario())
-    assert (paced.others_done_at_first, unpaced.others_done_at_first) == (False, True)
+    assert len(paced.done_at_first) == 1
+    assert len(unpaced.done_at_first) == REQUESTS
 
 
 def test_closing_mid_way_answers_the_rest_at_once(monkeypatch):
     monkeypatch.setattr(batcher_module, "_PACE_GAP_S", 10.0)  # the rest would take minutes
+    monkeypatch.setattr(batcher_module, "_PACE_SHARE_OF_BATCH", 1e6)
     model = SlowBatches()
 
     async def scenario():
-        batcher = make_batcher(model, max_batch_size=BATCH, queue_capacity=BATCH)
-        model.hold()
-        first = await occupy(model, batcher)
-        futures = [f for i in range(BATCH) for f in batcher.submit([f"r{i}"])]
-        with pytest.raises(QueueFullError):
-            batcher.submit(["one too many"])
-        model.release.set()
-        await first
+        batcher = full_batcher(model)
+        # Deadlines far beyond the pacing's minutes, so none is answered early for its deadline.
+        deadlines_s = latest_first(REQUESTS, horizon_s=3600)
+        requests = await batch_behind_held_model(model, batcher, deadlines_s, refuse=True)
+        futures = [f for fs in requests.values() for f in fs]
         await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
         answered_before_close = sum(f.done() for f in futures)
+        closing_s = time.monotonic()
         await batcher.close()
-        return answered_before_close, [f.result() for f in futures]
+        return answered_before_close, time.monotonic() - closing_s, [f.result() for f in futures]
 
-    answered_before_close, results = run(scenario())
-    assert answered_before_close == 1
-    assert results == [2.0] * BATCH
+    answered_before_close, close_s, results = run(scenario())
+    assert answered_before_close == 2  # one request of two reviews
+    assert close_s < 5, "close waited for the pacing instead of answering the rest"
+    assert results == [len(f"review {i}a") * 1.0 for i in range(REQUESTS) for _ in "ab"]
 
 
 def test_the_gap_keeps_answering_within_half_the_batch_time():
