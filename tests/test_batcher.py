@@ -310,3 +310,17 @@ def test_a_result_that_is_not_a_score_fails_only_its_caller():
     first, second, third = run(scenario())
     assert (first, third) == (0.25, 0.5)
     assert isinstance(second, InferenceError) and "returned None instead of a score" in str(second)
+
+
+def test_a_stop_iteration_from_the_model_fails_only_its_caller():
+    # A future refuses to hold a StopIteration (set_exception raises TypeError): taken as it
+    # is, it would stop the answering there and strand every later caller of the batch.
+    async def scenario():
+        batcher = make_batcher(lambda reviews: [0.25, StopIteration(), 0.75])
+        outcomes = await asyncio.gather(*batcher.submit(["a", "b", "c"]), return_exceptions=True)
+        await batcher.close()
+        return outcomes
+
+    first, second, third = run(scenario())
+    assert (first, third) == (0.25, 0.75)
+    assert isinstance(second, InferenceError) and "StopIteration" in str(second)

@@ -86,6 +86,17 @@ def full_batcher(model: FakeModel) -> MicroBatcher:
     return make_batcher(model, max_batch_size=2 * REQUESTS, queue_capacity=2 * REQUESTS)
 
 
+async def one_batch(
+    model: FakeModel, deadlines_s: list[float | None], refuse: bool, **settings
+) -> Answers:
+    """batch_behind_held_model on a batcher made with `settings` (else full_batcher), then
+    the record of its answers once all are in."""
+    batcher = make_batcher(model, **settings) if settings else full_batcher(model)
+    answers = await answered(await batch_behind_held_model(model, batcher, deadlines_s, refuse))
+    await batcher.close()
+    return answers
+
+
 async def answered(requests: dict[str, list[asyncio.Future]]) -> Answers:
     answers = Answers(requests)
     for futures in requests.values():
@@ -95,17 +106,7 @@ async def answered(requests: dict[str, list[asyncio.Future]]) -> Answers:
 
 def test_while_refusing_a_batch_is_answered_a_request_at_a_time_earliest_deadline_first():
     model = SlowBatches()
-
-    async def scenario():
-        batcher = full_batcher(model)
-        requests = await batch_behind_held_model(
-            model, batcher, latest_first(REQUESTS), refuse=True
-        )
-        answers = await answered(requests)
-        await batcher.close()
-        return answers
-
-    answers = run(scenario())
+    answers = run(one_batch(model, latest_first(REQUESTS), refuse=True))
     assert answers.order == [f"request {i}" for i in reversed(range(REQUESTS))]
     assert not answers.apart, "a request's reviews were answered apart"
     # The first request's two reviews together, and no other request yet.
@@ -116,17 +117,8 @@ def test_while_refusing_a_batch_is_answered_a_request_at_a_time_earliest_deadlin
 
 def test_without_a_refusal_a_batch_is_answered_at_once():
     model = SlowBatches()
-
-    async def scenario():
-        batcher = make_batcher(model, max_batch_size=2 * REQUESTS, queue_capacity=2 * REQUESTS + 1)
-        requests = await batch_behind_held_model(
-            model, batcher, latest_first(REQUESTS), refuse=False
-        )
-        answers = await answered(requests)
-        await batcher.close()
-        return answers
-
-    answers = run(scenario())
+    room = {"max_batch_size": 2 * REQUESTS, "queue_capacity": 2 * REQUESTS + 1}
+    answers = run(one_batch(model, latest_first(REQUESTS), refuse=False, **room))
     assert answers.done_at_first == {f"request {i}" for i in range(REQUESTS)}
 
 
@@ -158,14 +150,8 @@ def test_a_batch_of_few_requests_is_answered_at_once_even_while_refusing():
     model = SlowBatches()
     few = batcher_module._PACE_MIN_REQUESTS - 1
 
-    async def scenario():
-        batcher = make_batcher(model, max_batch_size=2 * few, queue_capacity=2 * few)
-        requests = await batch_behind_held_model(model, batcher, latest_first(few), refuse=True)
-        answers = await answered(requests)
-        await batcher.close()
-        return answers
-
-    answers = run(scenario())
+    room = {"max_batch_size": 2 * few, "queue_capacity": 2 * few}
+    answers = run(one_batch(model, latest_first(few), refuse=True, **room))
     assert answers.done_at_first == {f"request {i}" for i in range(few)}
 
 
@@ -175,19 +161,12 @@ def test_a_request_the_wait_would_bring_near_its_deadline_is_answered_without_it
     model = SlowBatches()
     near = 4
 
-    async def scenario():
-        batcher = full_batcher(model)
-        now_s = time.monotonic()
-        # The near ones come first anyway (earliest deadline first): HELD_S after the batch
-        # starts, a 50 ms wait would bring each within the slack of its deadline.
-        deadlines_s = latest_first(REQUESTS - near)
-        deadlines_s += [now_s + HELD_S + 0.04 + i / 1000 for i in range(near)]
-        requests = await batch_behind_held_model(model, batcher, deadlines_s, refuse=True)
-        answers = await answered(requests)
-        await batcher.close()
-        return answers
-
-    answers = run(scenario())
+    now_s = time.monotonic()
+    # The near ones come first anyway (earliest deadline first): HELD_S after the batch
+    # starts, a 50 ms wait would bring each within the slack of its deadline.
+    deadlines_s = latest_first(REQUESTS - near)
+    deadlines_s += [now_s + HELD_S + 0.04 + i / 1000 for i in range(near)]
+    answers = run(one_batch(model, deadlines_s, refuse=True))
     near_names = {f"request {i}" for i in range(REQUESTS - near, REQUESTS)}
     assert answers.done_at_first == near_names
     assert answers.order[:near] == sorted(near_names)
