@@ -405,8 +405,8 @@ class MicroBatcher:
         else:
             failed = False
             answers = [(p, _as_outcome(r)) for p, r in zip(batch, results, strict=True)]
-            requests = _by_request(answers)
-            if len(requests) >= _PACE_MIN_REQUESTS and self._refusing():
+            requests = _by_request(answers) if self._refusing() else []
+            if len(requests) >= _PACE_MIN_REQUESTS:
                 gap_s = answer_gap_s(len(requests), time.monotonic() - started_s)
                 answering = asyncio.get_running_loop().create_task(
                     _answer_paced(requests, gap_s), name="paced-answers"
