@@ -15,8 +15,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bench.c_loads import grpc_status, run_h2load
@@ -34,19 +32,6 @@ def children_cpu_s() -> float:
     return times.children_user + times.children_system
 
 
-@contextmanager
-def cpu_per_call(server_pid: int) -> Iterator[Callable[[int], dict]]:
-    """Yields `per_call(calls)`: the server's and the load generator's (a child run to
-    completion inside the block) CPU microseconds per call over the block."""
-    server_s, client_s = cpu_s_of(server_pid), children_cpu_s()
-    ended: dict[str, float] = {}
-    yield lambda calls: {
-        "server_cpu_us_per_call": round(1e6 * ended["server"] / max(1, calls), 1),
-        "client_cpu_us_per_call": round(1e6 * ended["client"] / max(1, calls), 1),
-    }
-    ended.update(server=cpu_s_of(server_pid) - server_s, client=children_cpu_s() - client_s)
-
-
 def measure_bare_grpc(body: Path, concurrency: int, duration_s: float) -> dict:
     """h2load against a bare server: calls/s, and CPU per call of server and h2load."""
     server = subprocess.Popen(
@@ -57,10 +42,17 @@ def measure_bare_grpc(body: Path, concurrency: int, duration_s: float) -> dict:
         status = grpc_status(port, body)
         if status != "0":
             raise RuntimeError(f"the bare server answered h2load's body with grpc-status {status}")
-        with cpu_per_call(server.pid) as per_call:
-            # No warm-up: every call h2load makes is counted, as its CPU and the server's are.
-            run = run_h2load(port, body, concurrency, duration_s, warm_up_s=0)
-        return {**run, **per_call(run["succeeded"]), "grpc_status_of_sample": status}
+        server_s, client_s = cpu_s_of(server.pid), children_cpu_s()
+        # No warm-up: every call h2load makes is counted, as its CPU and the server's are.
+        run = run_h2load(port, body, concurrency, duration_s, warm_up_s=0)
+        server_s, client_s = cpu_s_of(server.pid) - server_s, children_cpu_s() - client_s
+        calls = max(1, run["succeeded"])
+        return {
+            **run,
+            "server_cpu_us_per_call": round(1e6 * server_s / calls, 1),
+            "client_cpu_us_per_call": round(1e6 * client_s / calls, 1),
+            "grpc_status_of_sample": status,
+        }
     finally:
         server.terminate()
         server.wait(30)
