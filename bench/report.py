@@ -317,6 +317,17 @@ def _paths_sections(results: dict) -> list[str]:
     return parts
 
 
+def _h2load_row(label: str, run: dict, mean_batch: object) -> list:
+    return [
+        label,
+        run["concurrency"],
+        f"{run['rpc_per_s']:.1f}",
+        f"mean {run['latency_ms']['mean']:.2f}, max {run['latency_ms']['max']:.1f}",
+        mean_batch,
+        "0" if not run["http_errors"] else f"HTTP {run['http_errors']}",
+    ]
+
+
 def _outside_python(on: dict) -> list[str]:
     http, c_load = on["http"], on.get("h2load")
     lines = [
@@ -340,29 +351,23 @@ def _outside_python(on: dict) -> list[str]:
         lines += ["h2load was not found (Debian package `nghttp2-client`): not measured.", ""]
     else:
         rows.append(
-            [
+            _h2load_row(
                 f"h2load gRPC Predict ({c_load['connections']} connections, one "
                 f"{c_load['review_words']}-word review; grpc-status of a sample call: "
                 f"{c_load['grpc_status_of_sample']})",
-                c_load["concurrency"],
-                f"{c_load['rpc_per_s']:.1f}",
-                f"mean {c_load['latency_ms']['mean']:.2f}, max {c_load['latency_ms']['max']:.1f}",
+                c_load,
                 c_load["mean_batch_size"],
-                "0" if not c_load["http_errors"] else f"HTTP {c_load['http_errors']}",
-            ]
+            )
         )
         bare = c_load["bare_grpc"]
         rows.append(
-            [
+            _h2load_row(
                 f"the same h2load calls to a bare grpcio server (no model: `bench/bare_grpc.py`;"
                 f" {bare['server_cpu_us_per_call']:.0f} us server CPU a call, h2load "
                 f"{bare['client_cpu_us_per_call']:.0f} us)",
-                bare["concurrency"],
-                f"{bare['rpc_per_s']:.1f}",
-                f"mean {bare['latency_ms']['mean']:.2f}, max {bare['latency_ms']['max']:.1f}",
+                bare,
                 "n/a",
-                "0" if not bare["http_errors"] else f"HTTP {bare['http_errors']}",
-            ]
+            )
         )
     lines += [
         _table(["load", "concurrency", "reviews/s", "latency ms", "mean batch", "errors"], rows),

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.batches import length_grouped_batches
-from training.token_ids import FIRST_WORD_ID
+from training.token_ids import FIRST_WORD_ID, PADDING_ID
 
 # Words drawn as negatives per step for the sampled softmax.
 SAMPLED_WORDS = 512
@@ -65,7 +65,7 @@ def language_model_loss(
     A state counts only where it read a real token and its target is a word: right
     padding never predicts, and is never predicted.
     """
-    read = ids != 0
+    read = ids != PADDING_ID
     is_word = ids >= FIRST_WORD_ID
     forward = head.sampled_loss(states[:, :-1, :units], ids[:, 1:], read[:, :-1] & is_word[:, 1:])
     if not bidirectional:
@@ -111,7 +111,7 @@ def pretrain_language_model(
             x = embedding(ids)
             if dropout is not None:
                 x = dropout(x, training=True)
-            states = lstm(x, mask=ids != 0, training=True)
+            states = lstm(x, mask=ids != PADDING_ID, training=True)
             loss = language_model_loss(head, states, ids, units, bidirectional)
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
