@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tests.extra_fixture import make_extra
 from tests.imdb_fixture import make_archive
-from training import compare, evaluate, extra_data, train
+from training import compare, extra_data, metrics, train, versions
 from training import data as imdb
 from training.layers import HashedBigramBag, standardize_review_negation
 from training.model import build_models, build_vectorizer, get_preset, lstm_path
@@ -143,7 +143,7 @@ def test_the_whole_model_or_its_lstm_path_ships_whichever_validates_better(mix_r
     selection = json.loads((version_dir / "metadata.json").read_text())["selection"]
     scores = selection["selection_scores"]
     assert selection["shipped"] == max(scores, key=lambda k: (scores[k], k == "LSTM path alone"))
-    model = evaluate.load_model(version_dir / "model.keras")
+    model = versions.load_model(version_dir / "model.keras")
     layers = {layer.name for layer in model.get_layer("classifier").layers}
     assert ("bag_logit" in layers) == (selection["shipped"] == "whole model")
 
@@ -162,17 +162,17 @@ def test_the_lstm_path_alone_is_a_servable_classifier_without_the_bag(data, tmp_
         layer.name for layer in reader.layers
     }
     texts = dataset.test.texts[:50]
-    whole, alone = evaluate.score_texts(model, texts), evaluate.score_texts(reader, texts)
+    whole, alone = metrics.score_texts(model, texts), metrics.score_texts(reader, texts)
     assert np.max(np.abs(whole - alone)) > 1e-3  # the bag contributed to the whole model
     reader.save(tmp_path / "model.keras")
-    reloaded = evaluate.load_model(tmp_path / "model.keras")
-    np.testing.assert_allclose(evaluate.score_texts(reloaded, texts), alone, atol=1e-6)
+    reloaded = versions.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(metrics.score_texts(reloaded, texts), alone, atol=1e-6)
     assert lstm_path(reloaded) is None  # no bag left to take away
 
 
 def test_comparison_puts_every_model_on_every_set(mix_run, tmp_path):
     dataset, extra, version_dir = mix_run
-    model = evaluate.load_model(version_dir / "model.keras")
+    model = versions.load_model(version_dir / "model.keras")
     metadata = json.loads((version_dir / "metadata.json").read_text())
     columns = compare.compare(model, metadata, version_dir, dataset, extra, None, log=lambda m: 0)
     names = [c.name for c in columns]

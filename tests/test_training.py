@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tests.imdb_fixture import make_archive
 from training import data as imdb
-from training import evaluate, train
+from training import evaluate, metrics, splits, train, versions
 from training.layers import KeepLastTokens, standardize_review
 from training.model import build_model, build_vectorizer, get_preset, trainable_parameters
 
@@ -57,21 +57,21 @@ def test_next_version_increments(tiny_run):
 
 def test_reloads_in_safe_mode_with_the_same_scores(tiny_run):
     dataset, _, version_dir = tiny_run
-    reloaded = evaluate.load_model(version_dir / "model.keras")
+    reloaded = versions.load_model(version_dir / "model.keras")
     texts = dataset.test.texts[:50]
     expected = json.loads((version_dir / "report" / "metrics.json").read_text())["test"]
-    scores = evaluate.score_texts(reloaded, dataset.test.texts)
+    scores = metrics.score_texts(reloaded, dataset.test.texts)
     threshold = json.loads((version_dir / "metadata.json").read_text())["decision_threshold"]
-    again = evaluate.classification_metrics(dataset.test.labels, scores, threshold)
+    again = metrics.classification_metrics(dataset.test.labels, scores, threshold)
     assert again["accuracy"] == expected["accuracy"]
     assert again["roc_auc"] == pytest.approx(expected["roc_auc"], abs=1e-9)
     one_by_one = [float(reloaded(tf.constant([t]))[0, 0]) for t in texts[:5]]
-    np.testing.assert_allclose(one_by_one, evaluate.score_texts(reloaded, texts)[:5], atol=1e-5)
+    np.testing.assert_allclose(one_by_one, metrics.score_texts(reloaded, texts)[:5], atol=1e-5)
 
 
 def test_validation_split_is_shuffled_stratified_and_disjoint():
     split = imdb.Split([f"r{i}" for i in range(100)], np.array([0] * 50 + [1] * 50))
-    fit, val = train.split_train_validation(split, 0.2, seed=3)
+    fit, val = splits.split_train_validation(split, 0.2, seed=3)
     assert len(val) == 20 and len(fit) == 80
     assert not set(fit.texts) & set(val.texts)
     assert val.labels.sum() == 10  # both classes, unlike Keras' last-20% split
@@ -84,7 +84,7 @@ def test_validation_keeps_blocks_of_consecutive_ids_together():
     n = 12_500
     ids = np.concatenate([np.arange(n), np.arange(n)])
     split = imdb.Split([f"r{i}" for i in range(2 * n)], np.array([0] * n + [1] * n), ids)
-    fit, val = train.split_train_validation(split, 0.2, seed=5)
+    fit, val = splits.split_train_validation(split, 0.2, seed=5)
     assert len(val) == 5000
     val_blocks = {(int(label), int(i) // 100) for label, i in zip(val.labels, val.ids, strict=True)}
     fit_blocks = {(int(label), int(i) // 100) for label, i in zip(fit.labels, fit.ids, strict=True)}
@@ -112,7 +112,7 @@ def test_keep_last_tokens_keeps_the_end_right_padded():
 def test_metrics_on_hand_made_labels():
     labels = np.array([1, 1, 1, 0, 0, 0])
     scores = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1])
-    m = evaluate.classification_metrics(labels, scores, 0.5)
+    m = metrics.classification_metrics(labels, scores, 0.5)
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["precision"] == pytest.approx(2 / 3)
     assert m["recall"] == pytest.approx(2 / 3)
@@ -125,8 +125,8 @@ def test_metrics_on_hand_made_labels():
 def test_loading_a_file_that_is_not_a_model(tmp_path):
     fake = tmp_path / "model.keras"
     fake.write_text("not a zip archive")
-    with pytest.raises(evaluate.ModelLoadError, match=f"{fake}: not a loadable Keras model"):
-        evaluate.load_model(fake)
+    with pytest.raises(versions.ModelLoadError, match=f"{fake}: not a loadable Keras model"):
+        versions.load_model(fake)
 
 
 def test_eval_cli_reproduces_the_written_report(tiny_run, tmp_path, monkeypatch):

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training import data as imdb
-from training import evaluate
+from training import versions
+from training.baselines import tfidf_classifier
 from training.data import Split
 from training.extra_data import ExtraData
+from training.metrics import classification_metrics, score_texts
 
 IMDB_TEST = "IMDB test"
 
@@ -43,7 +45,7 @@ def _metrics(scorer, sets: dict[str, Split], threshold: float, log, known=None) 
         started = time.monotonic()
         scores = (known or {}).get(name)
         scores = scorer(split.texts) if scores is None else scores
-        results[name] = evaluate.classification_metrics(split.labels, scores, threshold)
+        results[name] = classification_metrics(split.labels, scores, threshold)
         seconds = time.monotonic() - started
         log(f"  {name}: accuracy {results[name]['accuracy']:.4f} ({seconds:.0f} s)")
     return results
@@ -63,10 +65,10 @@ def describe_training_data(metadata: dict) -> str:
 
 def keras_column(name: str, version_dir: Path, sets, log) -> Column:
     metadata = json.loads((version_dir / "metadata.json").read_text())
-    model = evaluate.load_model(version_dir / "model.keras")
+    model = versions.load_model(version_dir / "model.keras")
     log(f"{name}:")
     threshold = metadata.get("decision_threshold", 0.5)
-    metrics = _metrics(lambda t: evaluate.score_texts(model, t), sets, threshold, log)
+    metrics = _metrics(lambda t: score_texts(model, t), sets, threshold, log)
     return Column(name, describe_training_data(metadata), metrics)
 
 
@@ -74,7 +76,7 @@ def mix_texts(metadata: dict, dataset: imdb.Dataset, extra: ExtraData | None):
     """The evaluated version's training texts and labels, rebuilt from its metadata."""
     from training.mix import build_mix
     from training.model import get_preset
-    from training.train import split_train_validation
+    from training.splits import split_train_validation
 
     hyper = metadata["hyperparameters"]
     preset = get_preset("tiny", **{k: v for k, v in hyper.items() if k != "name"})
@@ -90,7 +92,7 @@ def compare(
     version_dir: Path,
     dataset: imdb.Dataset,
     extra: ExtraData | None,
-    seed_dir: Path | None = evaluate.DEFAULT_SEED_MODEL_DIR,
+    seed_dir: Path | None = versions.DEFAULT_SEED_MODEL_DIR,
     log=_print_now,
     test_scores=None,
 ) -> list[Column]:
@@ -106,7 +108,7 @@ def compare(
             name,
             describe_training_data(metadata),
             _metrics(
-                lambda t: evaluate.score_texts(model, t),
+                lambda t: score_texts(model, t),
                 sets,
                 threshold,
                 log,
@@ -117,20 +119,20 @@ def compare(
     reader = lstm_path(model)
     if reader is not None:
         log(f"{name}, LSTM path alone:")
-        metrics = _metrics(lambda t: evaluate.score_texts(reader, t), sets, threshold, log)
+        metrics = _metrics(lambda t: score_texts(reader, t), sets, threshold, log)
         columns.append(Column(f"{name}: LSTM path alone", "(the same model)", metrics))
     for other in sorted(version_dir.parent.iterdir(), key=lambda p: p.name):
         if other != version_dir and other.name.isdigit() and (other / "metadata.json").is_file():
             columns.append(keras_column(f"v{other.name}", other, sets, log))
     if seed_dir is not None:
         try:
-            seed_version = evaluate.latest_version_dir(seed_dir)
+            seed_version = versions.latest_version_dir(seed_dir)
             columns.append(keras_column("seed preset", seed_version, sets, log))
-        except evaluate.ModelLoadError as e:
+        except versions.ModelLoadError as e:
             log(f"seed preset left out: {e}")
     texts, labels, described = mix_texts(metadata, dataset, extra)
     log("TF-IDF 1-2gram + LR on the same mix:")
-    classifier = evaluate.tfidf_classifier().fit(texts, labels)
+    classifier = tfidf_classifier().fit(texts, labels)
     metrics = _metrics(lambda t: classifier.predict_proba(t)[:, 1], sets, 0.5, log)
     columns.append(Column("TF-IDF + LR, same mix", described, metrics))
     return columns

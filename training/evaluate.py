@@ -8,32 +8,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn import metrics as skm
 
 from imdb_sentiment_client.progress import Progress
-
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
-
 from training import data as imdb
-from training.batches import sorted_batches
-
-MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_MODEL_DIR = MODELS_ROOT / "imdb-lstm"
-DEFAULT_SEED_MODEL_DIR = MODELS_ROOT / "imdb-lstm-seed"
-
-
-class ModelLoadError(Exception):
-    """A model directory or file that cannot be loaded as a sentiment model."""
+from training.baselines import tfidf_baseline
+from training.metrics import classification_metrics, score_texts
+from training.versions import (
+    DEFAULT_MODEL_DIR,
+    DEFAULT_SEED_MODEL_DIR,
+    ModelLoadError,
+    latest_version_dir,
+    load_model,
+)
 
 
 @dataclass
@@ -46,63 +38,6 @@ class EvalResult:
     seed_measured: dict | None = None
     seconds: dict = field(default_factory=dict)
     comparison: list | None = None  # compare.Column per model, on every evaluation set
-
-
-def score_texts(
-    model,
-    texts: list[str],
-    batch_size: int = 256,
-    on_scored: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """P(positive) for each text, batched in length order to spare padding; `on_scored(n)`
-    after each batch of n."""
-    import tensorflow as tf
-
-    batches, _ = sorted_batches(texts, batch_size)
-    scores = np.empty(len(texts), dtype=np.float32)
-    for batch in batches:
-        inputs = tf.constant([texts[i] for i in batch])
-        scores[batch] = np.asarray(model(inputs, training=False)).reshape(-1)
-        if on_scored is not None:
-            on_scored(len(batch))
-    return scores
-
-
-def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
-    labels = np.asarray(labels).astype(int)
-    predicted = (np.asarray(scores) >= threshold).astype(int)
-    return {
-        "accuracy": float(skm.accuracy_score(labels, predicted)),
-        "precision": float(skm.precision_score(labels, predicted, zero_division=0)),
-        "recall": float(skm.recall_score(labels, predicted, zero_division=0)),
-        "f1": float(skm.f1_score(labels, predicted, zero_division=0)),
-        "roc_auc": float(skm.roc_auc_score(labels, scores)) if len(set(labels)) > 1 else None,
-        "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
-        "threshold": threshold,
-        "examples": int(len(labels)),
-    }
-
-
-def tfidf_classifier() -> Pipeline:
-    """TF-IDF (uni+bigram) features into logistic regression: the baseline, unfitted."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    def clean(text: str) -> str:
-        return re.sub(r"<br\s*/?>", " ", text)
-
-    vectorizer = TfidfVectorizer(
-        ngram_range=(1, 2), min_df=2, max_df=0.95, sublinear_tf=True, preprocessor=clean
-    )
-    return make_pipeline(vectorizer, LogisticRegression(C=4.0, max_iter=1000))
-
-
-def tfidf_baseline(train: imdb.Split, test: imdb.Split) -> dict:
-    """TF-IDF (uni+bigram) + logistic regression, trained on train, scored on test."""
-    classifier = tfidf_classifier().fit(train.texts, train.labels)
-    scores = classifier.predict_proba(test.texts)[:, 1]
-    return classification_metrics(test.labels, scores, 0.5)
 
 
 def evaluate_model(
@@ -137,29 +72,6 @@ def _seed_measured(seed_dir: Path) -> dict | None:
         return json.loads((version_dir / "metadata.json").read_text())["metrics"]["test"]
     except (ModelLoadError, OSError, KeyError, ValueError):
         return None
-
-
-def latest_version_dir(model_dir: Path) -> Path:
-    if not model_dir.is_dir():
-        raise ModelLoadError(f"{model_dir}: no such model directory")
-    versions = [
-        p for p in model_dir.iterdir() if p.name.isdigit() and (p / "metadata.json").is_file()
-    ]
-    if not versions:
-        raise ModelLoadError(f"{model_dir}: no complete version folders (<int>/metadata.json)")
-    return max(versions, key=lambda p: int(p.name))
-
-
-def load_model(path: Path):
-    """Loads a .keras model in safe mode, with a clear error for anything else."""
-    import keras
-
-    import training.layers  # noqa: F401  (registers the model's custom objects)
-
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as e:  # Keras raises many types for bad files; one message for all
-        raise ModelLoadError(f"{path}: not a loadable Keras model ({type(e).__name__}: {e})") from e
 
 
 def _extra_data(path, metadata: dict, dataset: imdb.Dataset):

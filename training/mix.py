@@ -8,6 +8,8 @@ What is held out, and why:
   validation review into training: that review leaves the validation split.
 - The 6 CAD training texts that are also IMDB test reviews (the archive's own
   duplicates) drop out with their pairs.
+- Unlabelled reviews (with a teacher's soft label each, training/soft_labels.py) that
+  repeat a review of any validation set are left out: validation text is never trained on.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from training import evaluate
-from training.data import Split
+from training.data import Split, comparable
 from training.extra_data import ExtraData, Labelled, normalise_space
+from training.metrics import score_texts
 from training.model import Preset, lstm_path
 
 IMDB_VALIDATION = "IMDB validation"
@@ -49,17 +51,50 @@ class TrainingMix:
         return "training mix: " + ", ".join(f"{k} {v:,}" for k, v in self.counts.items())
 
 
-def _without(split: Split, texts: set[str]) -> tuple[Split, int]:
+def without(split: Split, texts: set[str]) -> tuple[Split, int]:
+    """`split` less the texts in `texts` (compared with normalised spaces), and how many left."""
     keep = [i for i, t in enumerate(split.texts) if normalise_space(t) not in texts]
     ids = split.ids[keep] if split.ids is not None else None
     kept = Split([split.texts[i] for i in keep], split.labels[keep], ids)
     return kept, len(split) - len(kept)
 
 
+@dataclass(frozen=True)
+class SoftLabelled:
+    """Unlabelled texts with a teacher's P(positive) each: targets, never labels."""
+
+    texts: list[str]
+    scores: np.ndarray
+
+
 def build_mix(
+    preset: Preset,
+    train: Split,
+    validation: Split,
+    test: Split,
+    extra: ExtraData | None,
+    unlabelled: SoftLabelled | None = None,
+) -> TrainingMix:
+    """The texts and targets one epoch trains on, and the named validation sets."""
+    mix = _labelled_mix(preset, train, validation, test, extra)
+    if unlabelled is None:
+        return mix
+    held_out = {
+        comparable(t)
+        for s in [mix.imdb_validation, *(v.split for v in mix.validation_sets.values())]
+        for t in s.texts
+    }
+    keep = [i for i, t in enumerate(unlabelled.texts) if comparable(t) not in held_out]
+    mix.texts = mix.texts + [unlabelled.texts[i] for i in keep]
+    mix.labels = np.concatenate([mix.labels, unlabelled.scores[keep]]).astype(np.float32)
+    mix.counts["unlabelled reviews (teacher's scores)"] = len(keep)
+    mix.counts["unlabelled reviews dropped (a validation text)"] = len(unlabelled.texts) - len(keep)
+    return mix
+
+
+def _labelled_mix(
     preset: Preset, train: Split, validation: Split, test: Split, extra: ExtraData | None
 ) -> TrainingMix:
-    """The texts and labels one epoch trains on, and the named validation sets."""
     if preset.data_mix == "imdb":
         counts = {"IMDB reviews": len(train)}
         return TrainingMix(train, validation, list(train.texts), train.labels, counts)
@@ -70,8 +105,8 @@ def build_mix(
         for s in (extra.cad_dev_original, extra.contrast_original)
         for t in s.split.texts
     }
-    train, dropped_dev = _without(train, dev_originals)
-    validation, dropped_dev_val = _without(validation, dev_originals)
+    train, dropped_dev = without(train, dev_originals)
+    validation, dropped_dev_val = without(validation, dev_originals)
 
     cad = extra.cad_train
     texts = [normalise_space(t) for t in cad.split.texts]
@@ -80,7 +115,7 @@ def build_mix(
     in_test = {p for p, t in zip(cad.pairs, texts, strict=True) if t in test_texts}
     keep = [i for i, p in enumerate(cad.pairs) if p not in in_test]
     originals_in_validation = {texts[i] for i in keep} & validation_texts
-    validation, moved = _without(validation, originals_in_validation)
+    validation, moved = without(validation, originals_in_validation)
     cad_texts = [cad.split.texts[i] for i in keep] * preset.cad_repeats
     cad_labels = np.tile(cad.split.labels[keep], preset.cad_repeats)
 
@@ -146,7 +181,7 @@ class SelectOnValidationSets(keras.callbacks.Callback):
 
 def validation_accuracies(model: keras.Model, sets: dict[str, Labelled]) -> dict[str, float]:
     return {
-        name: float(np.mean((evaluate.score_texts(model, s.split.texts) >= 0.5) == s.split.labels))
+        name: float(np.mean((score_texts(model, s.split.texts) >= 0.5) == s.split.labels))
         for name, s in sets.items()
     }
 

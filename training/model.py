@@ -64,6 +64,9 @@ class Preset:
     # Passes of language-model pretraining of the embedding and LSTM over the training
     # texts before the classifier trains (training/pretrain.py); 0: none.
     lm_epochs: int = 0
+    # Also train on the unlabelled IMDB reviews, each against a teacher's P(positive)
+    # (training/soft_labels.py, `make teacher`); without them at hand, the labelled data alone.
+    unlabelled: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,6 +154,37 @@ PRESETS = {
         lstm_aux_weight=0.5,
         data_mix="imdb+sst2+cad",
         cad_repeats=4,
+    ),
+    # Model 5: the reader, also trained on the 49,731 unlabelled reviews against the
+    # scores of a teacher fitted on IMDB training text (knowledge distillation).
+    "student": Preset(
+        name="student",
+        vocab_size=30_000,
+        maxlen=500,
+        embedding_dim=64,
+        embedding_dropout=0.3,
+        token_dropout=0.3,
+        pretrained_embeddings=True,
+        train_embeddings=True,
+        lstm_units=64,
+        bidirectional=True,
+        pooling="mean",
+        dense_units=0,
+        dropout=0.4,
+        learning_rate=5e-4,
+        batch_size=64,
+        max_epochs=6,
+        patience=2,
+        validation_fraction=0.2,
+        tune_threshold=False,
+        distillation=0.0,
+        teacher_folds="reviews",
+        standardizer="negation",
+        bag_buckets=0,
+        lstm_aux_weight=0.5,
+        data_mix="imdb+sst2+cad",
+        cad_repeats=4,
+        unlabelled=True,
     ),
     # Seconds on a CPU: for tests and smoke runs, never for shipping.
     "tiny": Preset(

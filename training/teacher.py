@@ -19,7 +19,7 @@ import os
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
-from training.evaluate import tfidf_classifier
+from training.baselines import tfidf_classifier
 from training.model import MAX_DISTILLATION
 
 FOLDS = 5

@@ -23,9 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from training import data as imdb
-from training import embeddings, evaluate, extra_data, pretrain, teacher
+from training import embeddings, evaluate, extra_data, pretrain, soft_labels, teacher
 from training.batches import length_grouped_batches
-from training.mix import SelectOnValidationSets, build_mix, choose_whole_or_lstm
+from training.metrics import classification_metrics, score_texts
+from training.mix import SelectOnValidationSets, SoftLabelled, build_mix, choose_whole_or_lstm
 from training.model import (
     PRESETS,
     Preset,
@@ -34,6 +35,7 @@ from training.model import (
     get_preset,
     trainable_parameters,
 )
+from training.splits import id_blocks, limit_split, split_train_validation
 
 MODEL_NAME = "imdb-lstm"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / MODEL_NAME
@@ -51,6 +53,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--extra-data",
         help="folder of sst2/, cad/, contrast/ for presets that mix them in "
         f"(default: ${extra_data.ENV_VAR})",
+    )
+    parser.add_argument(
+        "--unlabelled-data",
+        help="aclImdb with train/unsup, for presets that learn from unlabelled reviews "
+        f"(default: ${imdb.UNLABELLED_ENV_VAR})",
+    )
+    parser.add_argument(
+        "--teacher-scores",
+        type=Path,
+        default=soft_labels.DEFAULT_OUT,
+        help="the teacher's scores of the unlabelled reviews (make teacher)",
     )
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model base directory")
@@ -104,67 +117,6 @@ def next_version(base: Path) -> int:
     return max(versions, default=0) + 1
 
 
-# Reviews of one movie have consecutive ids within a label folder (adjacent
-# ids share 7x more capitalised words than random pairs), and the test set
-# holds other movies. Splitting single reviews puts the same movies on both
-# sides and overstated test accuracy by 2.3 points; splitting shuffled blocks
-# of consecutive ids keeps most movies on one side, as the test set does.
-ID_BLOCK = 100
-
-
-def id_blocks(split: imdb.Split) -> np.ndarray:
-    """Per review, a key shared by the reviews in its block of consecutive ids within its
-    label: reviews of one movie share a key, and no key spans two labels."""
-    ids = split.ids if split.ids is not None else np.arange(len(split))
-    labels = np.unique(split.labels)
-    keys = np.empty(len(split), dtype=np.int64)
-    for index, label in enumerate(labels):
-        members = np.flatnonzero(split.labels == label)
-        # At least 50 blocks per label, so small data sets still split near a fraction.
-        blocks = ids[members] // min(ID_BLOCK, max(1, len(members) // 50))
-        keys[members] = blocks * len(labels) + index
-    return keys
-
-
-def split_train_validation(
-    split: imdb.Split, fraction: float, seed: int
-) -> tuple[imdb.Split, imdb.Split]:
-    """Per label, shuffles blocks of consecutive ids with `seed` and holds out `fraction`.
-
-    The archive lists all negatives before all positives, so the split must
-    never be positional (Keras' validation_split takes the last 20%).
-    """
-    keys = id_blocks(split)
-    rng = np.random.default_rng(seed)
-    is_val = np.zeros(len(split), dtype=bool)
-    for label in np.unique(split.labels):
-        members = np.flatnonzero(split.labels == label)
-        blocks = keys[members]
-        order = rng.permutation(np.unique(blocks))
-        target, count = round(len(members) * fraction), 0
-        for block in order:
-            if count >= target:
-                break
-            in_block = members[blocks == block]
-            is_val[in_block] = True
-            count += len(in_block)
-    # Shuffle within each side too, so nothing downstream sees label order.
-    fit_idx = rng.permutation(np.flatnonzero(~is_val))
-    val_idx = rng.permutation(np.flatnonzero(is_val))
-    return _subset(split, fit_idx), _subset(split, val_idx)
-
-
-def _subset(split: imdb.Split, idx: np.ndarray) -> imdb.Split:
-    ids = split.ids[idx] if split.ids is not None else None
-    return imdb.Split([split.texts[i] for i in idx], split.labels[idx], ids)
-
-
-def limit_split(split: imdb.Split, limit: int | None, seed: int) -> imdb.Split:
-    if not limit or limit >= len(split):
-        return split
-    return _subset(split, np.random.default_rng(seed).permutation(len(split))[:limit])
-
-
 def train(
     dataset: imdb.Dataset,
     preset: Preset,
@@ -176,12 +128,23 @@ def train(
     report: bool = True,
     verbose: int = 2,
     extra: extra_data.ExtraData | None = None,
+    unlabelled: SoftLabelled | None = None,
 ) -> Path:
-    """Trains `preset` on `dataset` (and `extra`, if its data mix asks) and returns the new
+    """Trains `preset` on `dataset` (and `extra`, if its data mix asks; and `unlabelled`, the
+    unlabelled reviews with a teacher's scores, if it learns from them) and returns the new
     version directory."""
+    if preset.unlabelled and unlabelled is None:
+        raise ValueError(f"preset {preset.name} learns from unlabelled reviews: none given")
     keras.utils.set_random_seed(seed)
     train_split, val_split = split_train_validation(dataset.train, preset.validation_fraction, seed)
-    mix = build_mix(preset, train_split, val_split, dataset.test, extra)
+    mix = build_mix(
+        preset,
+        train_split,
+        val_split,
+        dataset.test,
+        extra,
+        unlabelled if preset.unlabelled else None,
+    )
     train_split, val_split = mix.imdb_train, mix.imdb_validation
     print(
         f"preset {preset.name}: {len(train_split)} train / {len(val_split)} validation reviews, "
@@ -239,7 +202,10 @@ def train(
         started = time.monotonic()
         groups = id_blocks(train_split) if preset.teacher_folds == "movies" else None
         scores = teacher.out_of_fold_scores(train_split.texts, train_split.labels, seed, groups)
-        targets = teacher.soft_targets(train_split.labels, scores, preset.distillation)
+        targets = np.array(targets, dtype=np.float32)  # the IMDB reviews come first in the mix
+        targets[: len(train_split)] = teacher.soft_targets(
+            train_split.labels, scores, preset.distillation
+        )
         print(f"teacher scores in {time.monotonic() - started:.0f} s", flush=True)
 
     batches = length_grouped_batches(mix.texts, targets, preset.batch_size, seed)
@@ -274,9 +240,9 @@ def train(
     if preset.bag_buckets and mix.validation_sets:
         # The bag is there to help; if the LSTM alone does better on validation, it ships alone.
         model, selection = choose_whole_or_lstm(model, mix.validation_sets)
-    val_scores = evaluate.score_texts(model, val_split.texts)
+    val_scores = score_texts(model, val_split.texts)
     threshold = choose_threshold(val_split.labels, val_scores) if preset.tune_threshold else 0.5
-    val_metrics = evaluate.classification_metrics(val_split.labels, val_scores, threshold)
+    val_metrics = classification_metrics(val_split.labels, val_scores, threshold)
     if "val_loss" in history:
         val_metrics["loss"] = history["val_loss"][best_epoch - 1]
     print(f"validation: {json.dumps(val_metrics)}", flush=True)
@@ -284,8 +250,8 @@ def train(
     validation_sets = {
         name: val_metrics
         if labelled.split is val_split
-        else evaluate.classification_metrics(
-            labelled.split.labels, evaluate.score_texts(model, labelled.split.texts), threshold
+        else classification_metrics(
+            labelled.split.labels, score_texts(model, labelled.split.texts), threshold
         )
         for name, labelled in mix.validation_sets.items()
     }
@@ -375,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
             if preset.data_mix != "imdb"
             else None
         )
+        unlabelled = None
+        if preset.unlabelled:
+            unlabelled = load_unlabelled(args, dataset, args.seed)
+            if unlabelled is None:
+                preset = dataclasses.replace(preset, unlabelled=False)
     except imdb.DataError as e:
         print(f"sentiment-train: error: {e}", file=sys.stderr)
         return 2
@@ -395,8 +366,27 @@ def main(argv: list[str] | None = None) -> int:
         report=not args.no_report,
         verbose=1 if sys.stdout.isatty() else 2,
         extra=extra,
+        unlabelled=unlabelled,
     )
     return 0
+
+
+def load_unlabelled(args, dataset: imdb.Dataset, seed: int) -> SoftLabelled | None:
+    """The unlabelled reviews with the teacher's scores; None, said in one line, when no
+    unlabelled data is given (a user with the labelled archive alone still trains)."""
+    import os
+
+    if not args.unlabelled_data and not os.environ.get(imdb.UNLABELLED_ENV_VAR):
+        print(
+            "sentiment-train: no unlabelled reviews given (--unlabelled-data): training on the "
+            "labelled data alone",
+            flush=True,
+        )
+        return None
+    reviews = imdb.load_unlabelled(args.unlabelled_data, dataset.test.texts)
+    scores, record = soft_labels.read(args.teacher_scores, reviews, seed)
+    print(f"unlabelled: {len(reviews):,} reviews, scored by {record['teacher']}", flush=True)
+    return SoftLabelled(reviews.texts, scores)
 
 
 if __name__ == "__main__":
