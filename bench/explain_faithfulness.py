@@ -57,7 +57,7 @@ def without_spans(text: str, spans: list[tuple[int, int]]) -> str:
 
 def measure(model, texts: list[str], seed: int = 0, say=print) -> list[ReviewResult]:
     """Explains each review, deletes its top and random words, and rescores the lot."""
-    from server.explain import ABSOLUTE_TOLERANCE, TOLERANCE, explain_review
+    from server.explanations.explain import ABSOLUTE_TOLERANCE, TOLERANCE, explain_review
 
     rng = random.Random(seed)
     pending = []  # (explanation, direction, k, [top text, random texts...], ms)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from server.model import ServingModel
+    from server.scoring.model import ServingModel
     from training.data import load
 
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731

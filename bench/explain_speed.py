@@ -47,15 +47,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def reviews_of_about_230_words(texts: list[str], count: int, seed: int) -> list[str]:
-    from server.word_spans import standardized_tokens
+    from server.explanations.word_spans import standardized_tokens
 
     fitting = [t for t in texts if WORDS_LOW <= len(standardized_tokens(t)) <= WORDS_HIGH]
     return random.Random(seed).sample(fitting, min(count, len(fitting)))
 
 
 def in_process_ms(model_dir: Path, reviews: list[str]) -> list[float]:
-    from server.explain import explain_review
-    from server.model import ServingModel
+    from server.explanations.explain import explain_review
+    from server.scoring.model import ServingModel
 
     model = ServingModel.load_latest(model_dir, device="cpu")
     model.warm_up()

@@ -2,7 +2,7 @@
 
 The server pads no batch beyond its longest review (capped at maxlen), as
 TensorFlow Serving's pad_variable_length_inputs does, and further scores a
-batch in groups of similar length (server/length_groups.py); the seed padded
+batch in groups of similar length (server/batching/length_groups.py); the seed padded
 every review to maxlen. Padding is masked, so all three give the same scores:
 this measures what the extra time steps cost, and checks that the scores agree.
 """

@@ -35,7 +35,7 @@ from bench.seed_app import run_load, start_seed_app
 from bench.tuning import measure_tuning
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
 from server.errors import ModelLoadError
-from server.versions import complete_versions
+from server.scoring.versions import complete_versions
 from training.data import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,8 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
     """The scoring paths side by side, the limit by batch size, padding's cost on short
     reviews, and the paths' agreement on the test set; TensorFlow in this process."""
     from bench.padding import measure_padding
-    from server.model import ServingModel
-    from server.versions import complete_versions
+    from server.scoring.model import ServingModel
+    from server.scoring.versions import complete_versions
 
     served = complete_versions(ctx.model_dir)[0]
     fast = ServingModel.load_version(served, device="cpu")
@@ -129,8 +129,8 @@ def measure_in_process(ctx: Context, max_batch_size: int, largest_batch_size: in
 
 def measure_reference(ctx: Context, sizes: list[int], max_batch_size: int) -> dict:
     """The fixed reference version, fast against Keras, measured the same way."""
-    from server.model import ServingModel
-    from server.versions import complete_versions
+    from server.scoring.model import ServingModel
+    from server.scoring.versions import complete_versions
 
     version = complete_versions(ctx.reference_dir)[0]
     fast = ServingModel.load_version(version, device="cpu")

@@ -39,7 +39,7 @@ def create_app(model_dir: Path):
     from flask import Flask, jsonify, request
 
     import training.layers  # noqa: F401  registers the model's custom layers
-    from server.model import find_latest_version
+    from server.scoring.model import find_latest_version
 
     model_path = find_latest_version(model_dir).path / "model.keras"
     model = keras.saving.load_model(model_path, safe_mode=True, compile=False)

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 
 from server.config import load_config
 from server.errors import StartupError
-from server.logs import configured_logging
 from server.main import load_models, serve
-from server.malloc import cap_arenas
+from server.observability.logs import configured_logging
+from server.observability.malloc import cap_arenas
 
 logger = logging.getLogger("bench.slow_server")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import ConfigError
-from server.logs import LOG_FORMATS
+from server.observability.logs import LOG_FORMATS
 
 ENV_PREFIX = "SENTIMENT_"
 # The shipped model, found from the package so the server runs from any directory.
@@ -49,8 +49,8 @@ class ServerConfig:
     queue_capacity: int = 1024
     # Refuse a request at once when the work queued ahead would outlast its deadline.
     deadline_admission: bool = True
-    # Explain runs one review at a time on its own thread (server/explain.py); this many may
-    # wait or run at once, so a flood of them is refused instead of queuing without end.
+    # Explain runs one review at a time on its own thread (server/explanations/explain.py); this
+    # many may wait or run at once, so a flood of them is refused instead of queuing without end.
     explain_queue_capacity: int = 4
     max_reviews_per_request: int = 256
     max_review_bytes: int = 64 * 1024
@@ -71,7 +71,8 @@ class ServerConfig:
     # glibc's default (8 arenas per core). A cap of 2 was measured over 1,000,000 requests
     # (reports/soak/): RSS grew at the same rate, so it is an operator's choice, not a fix.
     malloc_arena_max: int = 0
-    # Move start-up's objects out of the cycle collector's full passes (server/heap.py).
+    # Move start-up's objects out of the cycle collector's full passes
+    # (server/observability/heap.py).
     gc_freeze: bool = True
 
     @property

@@ -21,22 +21,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
-from server import heap, security
-from server.batcher import BatcherStats, MicroBatcher
+from server.api import security
+from server.api.http_api import HttpApi
+from server.api.interceptor import CallObserver
+from server.api.servicer import RequestLimits, SentimentServicer
+from server.batching.batcher import BatcherStats, MicroBatcher
+from server.batching.model_gate import ModelGate
 from server.config import ServerConfig, describe, load_config
 from server.errors import StartupError
-from server.explain import Explainer
-from server.http_api import HttpApi
-from server.interceptor import CallObserver
-from server.logs import configured_logging
-from server.malloc import cap_arenas
-from server.metrics import MetricsServer, ServerMetrics, start_metrics_server
-from server.model_gate import ModelGate
-from server.servicer import RequestLimits, SentimentServicer
-from server.versions import ModelManager, load_and_warm
+from server.explanations.explain import Explainer
+from server.observability import heap
+from server.observability.logs import configured_logging
+from server.observability.malloc import cap_arenas
+from server.observability.metrics import MetricsServer, ServerMetrics, start_metrics_server
+from server.scoring.versions import ModelManager, load_and_warm
 
-if TYPE_CHECKING:  # server.model imports TensorFlow: seconds, so only when serving
-    from server.model import ServingModel
+if TYPE_CHECKING:  # server.scoring.model imports TensorFlow: seconds, so only when serving
+    from server.scoring.model import ServingModel
 
 logger = logging.getLogger("server")
 

@@ -90,7 +90,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def serving_model(tiny_model_dir: Path):
     """The tiny model loaded for serving on the CPU and warmed up."""
-    from server.model import ServingModel
+    from server.scoring.model import ServingModel
 
     model = ServingModel.load_latest(tiny_model_dir, device="cpu")
     model.warm_up()

@@ -1,6 +1,6 @@
-"""Adaptive quadrature (server/adaptive_quadrature.py) on plain numpy paths: a steep jump that a
-fixed 64-node Gauss-Legendre rule misses, a smooth path done by the first 8-node try, and a step
-no node can see."""
+"""Adaptive quadrature (server/explanations/adaptive_quadrature.py) on plain numpy paths: a
+steep jump that a fixed 64-node Gauss-Legendre rule misses, a smooth path done by the first 8-node
+try, and a step no node can see."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from server.adaptive_quadrature import (
+from server.explanations.adaptive_quadrature import (
     FIRST_SCAN_POINTS,
     FIRST_TRY_NODES,
     MAX_ROUNDS,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from server.batcher import MicroBatcher
+from server.batching.batcher import MicroBatcher
 from server.errors import DeadlineExceededError, InferenceError, QueueFullError, ShuttingDownError
 
 # Long enough that a test relying on it by mistake would time out, not pass.

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from server.batcher import MicroBatcher
+from server.batching.batcher import MicroBatcher
 from server.errors import DeadlineExceededError, QueueFullError
 from tests.test_batcher import NEVER_MS, FakeModel, make_batcher, occupy, run
 

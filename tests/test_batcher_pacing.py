@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from server import batcher as batcher_module
-from server.batcher import MicroBatcher, answer_gap_s
+from server.batching import batcher as batcher_module
+from server.batching.batcher import MicroBatcher, answer_gap_s
 from server.errors import QueueFullError
 from tests.test_batcher import FakeModel, make_batcher, occupy, run
 from tests.test_batcher_deadline import slow_batch

@@ -10,7 +10,7 @@ import asyncio
 import threading
 import time
 
-from server.batcher import MicroBatcher
+from server.batching.batcher import MicroBatcher
 
 BATCH_S = 0.2  # the fake model's time per batch; the regroup window is half of it
 LATE_S = 0.03  # how long after another a late caller arrives: well inside the window

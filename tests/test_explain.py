@@ -16,7 +16,7 @@ from server.errors import (
     InvalidReviewError,
     QueueFullError,
 )
-from server.explain import (
+from server.explanations.explain import (
     ABSOLUTE_TOLERANCE,
     BEYOND_MAXLEN,
     OUT_OF_VOCABULARY,
@@ -131,8 +131,8 @@ def test_the_relaxation_reaches_a_bag_of_ids_beside_the_lstm():
 def _integrated(classifier, ids, steps: int = 32):
     """(attributions by a fixed `steps`-node Gauss-Legendre rule, scores at presence 0 and 1),
     from PresenceGradients' two functions."""
-    from server.adaptive_quadrature import gauss_legendre
-    from server.integrated_gradients import PresenceGradients
+    from server.explanations.adaptive_quadrature import gauss_legendre
+    from server.scoring.integrated_gradients import PresenceGradients
 
     path = PresenceGradients(classifier, "/CPU:0")
     nodes, weights = gauss_legendre(steps)
@@ -294,7 +294,7 @@ def _reader_shaped_version(version_dir):
 
 def test_a_served_model_with_the_negation_standardiser_and_a_bag_explains(tmp_path):
     """Model 3's shape: "n't" becomes "not" (its span is the "n't"), a bag beside the LSTM."""
-    from server.model import ServingModel
+    from server.scoring.model import ServingModel
 
     _reader_shaped_version(tmp_path / "1")
     model = ServingModel.load_latest(tmp_path, device="cpu")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.explain import explain_review
-from server.fast_gradients import FastPresenceGradients
-from server.fast_path import GraphReader, UnsupportedGraph
-from server.integrated_gradients import PresenceGradients
-from server.model import ServingModel
+from server.explanations.explain import explain_review
+from server.scoring.fast_gradients import FastPresenceGradients
+from server.scoring.fast_path import GraphReader, UnsupportedGraph
+from server.scoring.integrated_gradients import PresenceGradients
+from server.scoring.model import ServingModel
 from tests.test_fast_path import SHIPPED_MODEL_DIR, randomised
 from training.model import build_classifier, get_preset
 
@@ -114,7 +114,7 @@ def test_a_version_the_fast_gradients_refuse_keeps_keras_gradients(tiny_model_di
     def refuse(*args, **kwargs):
         raise UnsupportedGraph("a bag beside the LSTM")
 
-    monkeypatch.setattr("server.model.FastPresenceGradients", refuse)
+    monkeypatch.setattr("server.scoring.model.FastPresenceGradients", refuse)
     model = ServingModel.load_latest(tiny_model_dir, device="cpu")
     model.warm_up()
     assert (model.scoring_path, model.explain_path) == ("fast", "keras")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from server.fast_path import (
+from server.scoring.fast_path import (
     BATCH_BUCKETS,
     MAX_PADDED_ROWS_SHARE,
     SMALL_PADDING_ROWS,
@@ -22,8 +22,8 @@ from server.fast_path import (
     reverse_within_length,
     stage_rows,
 )
-from server.model import ServingModel
-from server.versions import complete_versions
+from server.scoring.model import ServingModel
+from server.scoring.versions import complete_versions
 from training.model import PRESETS, build_classifier, get_preset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_the_model_keeps_the_keras_path_when_the_fast_one_does_not_fit(tiny_mode
     def refuse(*args, **kwargs):
         raise UnsupportedGraph("a layer it does not know")
 
-    monkeypatch.setattr("server.model.FastScorer", refuse)
+    monkeypatch.setattr("server.scoring.model.FastScorer", refuse)
     model = ServingModel.load_latest(tiny_model_dir, device="cpu")
     assert (model.scoring_path, model.fallback_reason) == ("keras", "a layer it does not know")
     assert isinstance(model.predict(["a great film"])[0], float)

@@ -8,8 +8,8 @@ import weakref
 
 import pytest
 
-from server import heap
-from server.versions import ModelManager
+from server.observability import heap
+from server.scoring.versions import ModelManager
 from tests.test_versions import FakeVersion, Loader, make_version_dirs
 
 
@@ -102,7 +102,7 @@ def test_collection_pauses_are_timed_by_generation_while_started():
 def test_metrics_export_the_pauses():
     from prometheus_client import generate_latest
 
-    from server.metrics import ServerMetrics
+    from server.observability.metrics import ServerMetrics
 
     metrics = ServerMetrics(max_batch_size=8)
     metrics.collections.start()

@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from server.api.http_api import OPENAPI_PATH, STATIC_DIR
 from server.config import load_config
 from server.errors import ConfigError, StartupError
-from server.http_api import OPENAPI_PATH, STATIC_DIR
 from tests.fake_models import HeldModel
 from tests.helpers import alone, wait_until
 

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from server.http_api import OPENAPI_PATH
+from server.api.http_api import OPENAPI_PATH
 from tests.test_http import free_port
 
 CHECKS = [

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import grpc
 
-from server.decoding import DecodeErrorInterceptor
-from server.interceptor import CallObserver
-from server.metrics import ServerMetrics
+from server.api.decoding import DecodeErrorInterceptor
+from server.api.interceptor import CallObserver
+from server.observability.metrics import ServerMetrics
 
 
 async def _echo(request, context):

@@ -1,4 +1,5 @@
-"""Tests for server/length_groups.py: every row in one group, cuts that minimise the cost model."""
+"""Tests for server/batching/length_groups.py: every row in one group, cuts that minimise the
+cost model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.length_groups import (
+from server.batching.length_groups import (
     DEFAULT_COST,
     MAX_CUT_POINTS,
     MIN_SAVING,
@@ -85,7 +86,7 @@ def test_empty_and_malformed_input():
 
 
 def test_a_split_batch_scores_each_review_as_if_alone(tiny_model_dir, monkeypatch):
-    from server.model import ServingModel
+    from server.scoring.model import ServingModel
 
     # The Keras path groups by length (the fast path sorts and chunks on its own), with the
     # default preset's cost model: the tiny model's own might not split this batch.

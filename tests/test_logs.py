@@ -17,14 +17,14 @@ import pytest
 
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.config import REDACTED, SETTINGS, ServerConfig, build_parser, describe
-from server.logs import (
+from server.main import main
+from server.observability.logs import (
     JsonFormatter,
     RequestIdFilter,
     TextFormatter,
     configured_logging,
     request_id,
 )
-from server.main import main
 
 MARKER = "zebra-marker-7781"  # appears in review text only: must never reach a log line
 TF_NATIVE_LINE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable )")

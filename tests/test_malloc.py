@@ -1,10 +1,11 @@
-"""glibc's allocator settings and figures (server.malloc): what the server logs and exports."""
+"""glibc's allocator settings and figures (server.observability.malloc): what the server logs
+and exports."""
 
 from __future__ import annotations
 
 import pytest
 
-from server import malloc
+from server.observability import malloc
 
 glibc_only = pytest.mark.skipif(malloc.malloc_bytes() is None, reason="not glibc")
 

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
-from server.batcher import BatcherStats
-from server.metrics import BatcherCollector, ModelCollector, batch_size_buckets
+from server.batching.batcher import BatcherStats
+from server.observability.metrics import BatcherCollector, ModelCollector, batch_size_buckets
 
 SERVICE = "sentiment.v1.SentimentService"
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.errors import InvalidReviewError, ModelLoadError, StartupError
-from server.model import (
+from server.scoring.model import (
     TOKENIZE_PART_ROWS,
     ServingModel,
     find_latest_version,

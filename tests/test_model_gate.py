@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from server.model_gate import ModelGate
+from server.batching.model_gate import ModelGate
 from tests.helpers import wait_until
 
 

@@ -26,10 +26,10 @@ from imdb_sentiment_client import (
 )
 from imdb_sentiment_client.cli import main as client_main
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from server.api.security import describe as describe_security
 from server.config import ServerConfig, describe, load_config
 from server.errors import ConfigError, StartupError
 from server.main import create_server
-from server.security import describe as describe_security
 from tests.conftest import server_config_for_tests
 from tests.fake_sentiment_service import make_test_pki
 from tests.model_spies import CountingModel

@@ -16,7 +16,7 @@ import pytest
 
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.errors import InvalidReviewError, ModelLoadError
-from server.versions import ModelManager, ModelVersion, VersionedScore, complete_versions
+from server.scoring.versions import ModelManager, ModelVersion, VersionedScore, complete_versions
 from tests.conftest import RunningServer, build_tiny_model_version, server_config_for_tests
 
 REVIEWS = ["a wonderful and moving film", "boring, a dull waste of time"]
@@ -197,7 +197,7 @@ class Load:
 def test_a_new_version_copied_in_under_load_takes_over_without_a_failed_request(
     tiny_model_dir, tmp_path
 ):
-    from server.model import ServingModel
+    from server.scoring.model import ServingModel
 
     model_dir = tmp_path / "imdb-lstm"
     shutil.copytree(tiny_model_dir / "1", model_dir / "1")

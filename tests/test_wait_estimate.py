@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from server.wait_estimate import WaitEstimate
+from server.batching.wait_estimate import WaitEstimate
 
 
 def test_no_estimate_until_a_batch_has_run():

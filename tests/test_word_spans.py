@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.word_spans import NEGATION, PLAIN, Word, standardized_tokens, words
+from server.explanations.word_spans import NEGATION, PLAIN, Word, standardized_tokens, words
 
 TRICKY = [
     "Great film!",

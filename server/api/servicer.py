@@ -16,7 +16,7 @@ from typing import Protocol
 import grpc
 
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
-from server.batcher import MicroBatcher
+from server.batching.batcher import MicroBatcher
 from server.errors import (
     DeadlineExceededError,
     ExplainUnavailableError,
@@ -27,7 +27,7 @@ from server.errors import (
     ServiceError,
     ShuttingDownError,
 )
-from server.explain import (
+from server.explanations.explain import (
     BEYOND_MAXLEN,
     OUT_OF_VOCABULARY,
     REMOVED,
@@ -36,7 +36,8 @@ from server.explain import (
     Explanation,
 )
 
-logger = logging.getLogger(__name__)
+# Named as before the subpackages, so that log filters still match.
+logger = logging.getLogger("server.servicer")
 
 # gRPC's own retry machinery reads this trailer as "retry after N ms" (gRFC A6).
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
@@ -185,7 +186,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
     async def score_reviews(self, reviews: list[str], timeout_s: float) -> list[float]:
         """Checks one request's reviews, queues them all and awaits their scores in order.
 
-        Raises a ServiceError. Public so that the HTTP edge (server.http_api)
+        Raises a ServiceError. Public so that the HTTP edge (server.api.http_api)
         applies the same checks and limits through the same batcher.
         """
         limit = self._limits.max_reviews_per_request
@@ -290,7 +291,7 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         return timeout_s if remaining_s is None else min(timeout_s, remaining_s)
 
     def _prediction(self, score: float) -> sentiment_pb2.Prediction:
-        # A VersionedScore (server.versions) names the version that made it, which
+        # A VersionedScore (server.scoring.versions) names the version that made it, which
         # may be older than the one serving now if a swap happened during its batch.
         version = getattr(score, "model_version", self._model.version)
         threshold = getattr(score, "decision_threshold", self._model.decision_threshold)

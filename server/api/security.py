@@ -15,8 +15,8 @@ from typing import Protocol
 
 import grpc
 
-from server.auth import BearerTokenInterceptor, read_token_file
-from server.decoding import DecodeErrorInterceptor
+from server.api.auth import BearerTokenInterceptor, read_token_file
+from server.api.decoding import DecodeErrorInterceptor
 from server.errors import StartupError
 
 

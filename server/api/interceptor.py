@@ -1,7 +1,7 @@
 """The call observer: a gRPC server interceptor giving each call a request id, metrics and logs.
 
 Every call gets a request id (the caller's `x-request-id` metadata if it sent
-a usable one, else a fresh one) in the `server.logs.request_id` context
+a usable one, else a fresh one) in the `server.observability.logs.request_id` context
 variable, so every line logged during the call carries it. When the call
 ends it is counted by method and status code and timed; a failed call, or a
 unary call slower than `slow_call_ms`, gets one log line. Review text is
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from server.handler_cache import HandlerCache
-from server.logs import request_id
-from server.metrics import ServerMetrics
+from server.api.handler_cache import HandlerCache
+from server.observability.logs import request_id
+from server.observability.metrics import ServerMetrics
 
 logger = logging.getLogger("server.calls")
 

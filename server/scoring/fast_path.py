@@ -20,7 +20,7 @@ The program is XLA-compiled (`jit_compile`) for a few batch sizes (`BATCH_BUCKET
 with ids always padded to maxlen: the loop stops at the longest review of the
 chunk, so time needs no buckets, and a batch is cut into bucket-sized chunks of
 reviews sorted by length. Layer graphs it does not know raise UnsupportedGraph,
-and the caller keeps the plain Keras path (server/model.py).
+and the caller keeps the plain Keras path (server/scoring/model.py).
 """
 
 from __future__ import annotations
@@ -416,7 +416,7 @@ class FastScorer:
         self.lanes = lanes
         self._pool = ThreadPoolExecutor(lanes, "fast-path") if lanes > 1 else None
         with tf.device("/CPU:0"):
-            # Kept: Explain's gradients (server/fast_gradients.py) share its tables.
+            # Kept: Explain's gradients (server/scoring/fast_gradients.py) share its tables.
             self.graph = GraphReader(classifier)
         forward = self.graph.forward
 

@@ -2,7 +2,7 @@
 that computes them on a worker thread of their own, beside Predict's batcher.
 
 The model supplies token ids and the path's scores and gradients
-(server/integrated_gradients.py); server/adaptive_quadrature.py integrates them.
+(server/scoring/integrated_gradients.py); adaptive_quadrature.py integrates them.
 The method, stated with every answer as Captum does: integrated gradients over
 each token's presence, from a baseline of as many unknown words (every token's
 embedding the `[UNK]` id's) to the review, by Gauss-Legendre quadrature: 8 nodes
@@ -16,7 +16,7 @@ remaining gap is reported as `convergence_delta`, and nothing is rescaled.
 Explain work never enters Predict's queue: the Explainer runs one explanation
 at a time on its own thread and admits at most `queue_capacity` (waiting or
 running), refusing the rest with QueueFullError. Given a ModelGate
-(server/model_gate.py), an explanation starts only once Predict has left the
+(server/batching/model_gate.py), an explanation starts only once Predict has left the
 model idle for a moment, so a flood of Explain calls delays no batch beyond one
 explanation that began in an idle moment; under a Predict load that keeps the
 model busy, Explain calls wait (up to their deadline).
@@ -37,7 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.adaptive_quadrature import integrate
+from server.batching.model_gate import ModelGate
 from server.errors import (
     NO_WORDS,
     DeadlineExceededError,
@@ -47,8 +47,8 @@ from server.errors import (
     ServiceError,
     ShuttingDownError,
 )
-from server.model_gate import ModelGate
-from server.word_spans import words
+from server.explanations.adaptive_quadrature import integrate
+from server.explanations.word_spans import words
 from training.token_ids import OOV_ID
 
 METHOD = "integrated_gradients"

@@ -20,7 +20,7 @@ returns, per review, a float or an Exception that fails only that review
 - admission is all-or-nothing per request, and a full queue is refused with
   a retry hint rather than allowed to grow;
 - so is a request whose reviews would still be queued when its deadline
-  passes, by an estimate from the batches just run (server.wait_estimate):
+  passes, by an estimate from the batches just run (server.batching.wait_estimate):
   when the model slows down, callers are told at once instead of each one
   waiting out its deadline in a queue that is not full;
 - while admission is refusing, a batch's answers go out a request at a time,
@@ -44,13 +44,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from server.batching.wait_estimate import WaitEstimate
 from server.errors import (
     DeadlineExceededError,
     InferenceError,
     QueueFullError,
     ShuttingDownError,
 )
-from server.wait_estimate import WaitEstimate
 
 # After regroups that came to nothing, at most this many batches go by before the next try.
 _MAX_REGROUP_SKIPS = 63
@@ -77,7 +77,8 @@ _PACE_DEADLINE_SLACK_S = 0.01
 
 PredictFn = Callable[[list[str]], Sequence[float | BaseException]]
 
-logger = logging.getLogger(__name__)
+# Named as before the subpackages, so that log filters still match.
+logger = logging.getLogger("server.batcher")
 
 
 @dataclass(eq=False)

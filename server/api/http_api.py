@@ -3,8 +3,8 @@
 aiohttp serves it from the grpc.aio server's own event loop, so no second
 server process or thread: /predict calls SentimentServicer.score_reviews, the
 very checks, limits and MicroBatcher that gRPC's Predict uses, and HTTP and
-gRPC reviews share batches. The contract is server/openapi.json, served at
-/openapi.json; the page is server/static/, served as is (no build step).
+gRPC reviews share batches. The contract is server/api/openapi.json, served at
+/openapi.json; the page is server/api/static/, served as is (no build step).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.servicer import ModelDescription, SentimentServicer
 from server.errors import (
     DeadlineExceededError,
     ExplainUnavailableError,
@@ -29,10 +30,10 @@ from server.errors import (
     ShuttingDownError,
     StartupError,
 )
-from server.explain import Explanation
-from server.servicer import ModelDescription, SentimentServicer
+from server.explanations.explain import Explanation
 
-logger = logging.getLogger(__name__)
+# Named as before the subpackages, so that log filters still match.
+logger = logging.getLogger("server.http_api")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 STATIC_DIR = PACKAGE_DIR / "static"
@@ -267,7 +268,8 @@ class HttpApi:
         return web.HTTPRequestEntityTooLarge(max_size=self.max_body_bytes, text=message)
 
     def _result(self, score: float) -> dict[str, Any]:
-        # A VersionedScore (server.versions) carries the threshold of the version that made it.
+        # A VersionedScore (server.scoring.versions) carries the threshold of the version that
+        # made it.
         threshold = getattr(score, "decision_threshold", self._model.decision_threshold)
         return {
             "sentiment": "Positive" if score >= threshold else "Negative",

@@ -5,7 +5,7 @@ its metadata.json exists (written last). The ModelManager serves the highest
 version that loads, polls for newer ones, loads and warms them on a worker
 thread and swaps them in with one reference assignment, so no request waits
 for a load. TensorFlow-free: loading a version is an injected callable (by
-default `server.model`'s, imported only when it runs).
+default `server.scoring.model`'s, imported only when it runs).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from server import heap
 from server.errors import ModelLoadError
+from server.observability import heap
 
-logger = logging.getLogger(__name__)
+# Named as before the subpackages, so that log filters still match.
+logger = logging.getLogger("server.versions")
 
 _VERSION_NAME = re.compile(r"\d+")
 # What the manager tells of the current model: ServingModel's description.
@@ -106,7 +107,7 @@ def load_and_warm(device: str) -> Callable[[ModelVersion], VersionedModel]:
     """The real loader: a ServingModel on `device`, warmed up (traced) before it serves."""
 
     def load(version: ModelVersion) -> VersionedModel:
-        from server.model import ServingModel  # TensorFlow: only once something loads
+        from server.scoring.model import ServingModel  # TensorFlow: only once something loads
 
         model = ServingModel.load_version(version, device)
         warm_up_s = model.warm_up()

@@ -35,10 +35,10 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-from server.batcher import BatcherStats, BatchRecord
-from server.explain import ExplainerStats
-from server.heap import CollectionTimer
-from server.malloc import malloc_bytes
+from server.batching.batcher import BatcherStats, BatchRecord
+from server.explanations.explain import ExplainerStats
+from server.observability.heap import CollectionTimer
+from server.observability.malloc import malloc_bytes
 
 # Seconds: a micro-batched call takes milliseconds, a queued one up to its deadline.
 CALL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

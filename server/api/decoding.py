@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from server.api.handler_cache import HandlerCache
+from server.api.servicer import status_of
 from server.errors import InvalidRequestError
-from server.handler_cache import HandlerCache
-from server.servicer import status_of
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Explain's path gradients on the CPU fast path: the LSTM's backward pass by hand, under XLA.
 
-The same numbers as server/integrated_gradients.py (scores and d score / d p_t
+The same numbers as server/scoring/integrated_gradients.py (scores and d score / d p_t
 along one review's path from every word `[UNK]` to the review), for classifiers
 whose only reader of the token ids is one LSTM or Bidirectional(LSTM) fed by
 an Embedding (the `reader` preset's shipped model, the seed's): Keras'
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from server.fast_path import (
+from server.scoring.fast_path import (
     GraphReader,
     UnsupportedGraph,
     lstm_gates,

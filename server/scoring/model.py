@@ -9,7 +9,7 @@ fully masked row breaks cuDNN) and nothing retraces as batch shapes change.
 
 Which path scores: on a GPU the Keras classifier itself (cuDNN LSTM kernels: ids
 right-padded and masked, no all-padding row); on the CPU the XLA fast path
-(server/fast_path.py), the same scores from the same weights, unless the layer
+(server/scoring/fast_path.py), the same scores from the same weights, unless the layer
 graph is one it does not know; `--device cpu-keras` keeps the Keras path on CPU.
 """
 
@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 import training.layers  # noqa: F401  registers the custom objects safe mode rebuilds by name
+from server.batching.length_groups import DEFAULT_COST, GroupingCost, fit_cost, group_by_length
 from server.errors import (
     NO_WORDS,
     ExplainUnavailableError,
@@ -38,15 +39,15 @@ from server.errors import (
     ModelLoadError,
     StartupError,
 )
-from server.fast_gradients import FastPresenceGradients
-from server.fast_path import FastScorer, UnsupportedGraph
-from server.integrated_gradients import PresenceGradients
-from server.length_groups import DEFAULT_COST, GroupingCost, fit_cost, group_by_length
-from server.versions import ModelVersion, complete_versions
-from server.word_spans import NEGATION, PLAIN
+from server.explanations.word_spans import NEGATION, PLAIN
+from server.scoring.fast_gradients import FastPresenceGradients
+from server.scoring.fast_path import FastScorer, UnsupportedGraph
+from server.scoring.integrated_gradients import PresenceGradients
+from server.scoring.versions import ModelVersion, complete_versions
 from training.token_ids import OOV_ID
 
-logger = logging.getLogger(__name__)
+# Named as before the subpackages, so that log filters still match.
+logger = logging.getLogger("server.model")
 
 # "cpu-keras": the CPU with the plain Keras path, the fast path's reference and fallback.
 DEVICES = ("auto", "cpu", "cpu-keras", "gpu")
@@ -57,7 +58,7 @@ REQUIRED_METADATA = {"name": str, "version": int, "maxlen": int, "vocabulary_siz
 _CALIBRATION_ROWS = 128  # as many as a default batch: the regime where grouping pays
 _CALIBRATION_STEPS = 200
 _CALIBRATION_REPEATS = 3
-# The registered standardisers (training/layers.py) that server/word_spans.py mirrors.
+# The registered standardisers (training/layers.py) that server/explanations/word_spans.py mirrors.
 STANDARDIZERS = {
     f"{training.layers.PACKAGE}>standardize_review": PLAIN,
     f"{training.layers.PACKAGE}>standardize_review_negation": NEGATION,
@@ -187,8 +188,8 @@ class ServingModel:
         self._tokenize = tokenize
         self._score = score
         self._token_ids = token_ids
-        # Explaining (server/explain.py) needs the Python mirror of the standardiser and
-        # a classifier graph it can relax; warm_up() finds out whether it has both.
+        # Explaining (server/explanations/explain.py) needs the Python mirror of the standardiser
+        # and a classifier graph it can relax; warm_up() finds out whether it has both.
         self.standardizer = STANDARDIZERS.get(_registered_name(vectorize.get_config()))
         self.explain_unavailable: str | None = None
         if self.standardizer is None:
@@ -398,7 +399,7 @@ class ServingModel:
 
     def calibrate_grouping(self) -> GroupingCost:
         """Times the classifier on three shapes to fit how this model, on this device, trades
-        padding against extra calls (server/length_groups.py); best of a few tries each."""
+        padding against extra calls (server/batching/length_groups.py); best of a few tries each."""
         long_steps = max(2, min(self.maxlen, _CALIBRATION_STEPS))
         short_steps = max(1, long_steps // 4)
 

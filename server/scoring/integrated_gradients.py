@@ -22,13 +22,13 @@ baseline, a review of as many tokens, every one of them an unknown word:
 
 attribution_t = integral over a in [0, 1] of d score / d p_t at p = (a, ..., a).
 This module gives the path's scores (forward passes only) and gradients at any
-presences; server/adaptive_quadrature.py integrates them, checking completeness
+presences; server/explanations/adaptive_quadrature.py integrates them, checking completeness
 segment by segment: the attributions sum to score(review) - score(baseline), up
 to the quadrature's error, which explain.py reports (the convergence delta, as
 Captum does). Only the classifier's graph is read, so this works for any
 classifier built by training/model.py without knowing its layers.
 
-On the CPU fast path, server/fast_gradients.py computes the same numbers with the
+On the CPU fast path, server/scoring/fast_gradients.py computes the same numbers with the
 LSTM's backward pass by hand, for the graphs it knows; this module serves every
 other graph, and the GPU. Like the fast path's modules it imports TensorFlow:
 the attribution is a computation on the model, kept apart from loading and scoring.

@@ -1,0 +1,6 @@
+"""What the server tells about itself: Prometheus metrics, JSON logs with request ids, and
+memory (the frozen Python heap, glibc's arenas).
+
+May import server.explanations and server.batching (the stats it exports) and server.errors;
+no TensorFlow, gRPC or aiohttp.
+"""
