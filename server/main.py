@@ -34,7 +34,7 @@ from server.observability import heap
 from server.observability.logs import configured_logging
 from server.observability.malloc import cap_arenas
 from server.observability.metrics import MetricsServer, ServerMetrics, start_metrics_server
-from server.scoring.versions import ModelManager, load_and_warm
+from server.scoring.versions import ModelManager
 
 if TYPE_CHECKING:  # server.scoring.model imports TensorFlow: seconds, so only when serving
     from server.scoring.model import ServingModel
@@ -228,6 +228,8 @@ def connection_age_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 def load_models(config: ServerConfig) -> ModelManager:
     """The highest version under --model-dir that loads, warmed up, in a polling manager."""
+    from server.scoring.model import load_and_warm  # TensorFlow: only once something loads
+
     return ModelManager.from_directory(config.model_dir, load_and_warm(config.device))
 
 

@@ -22,7 +22,7 @@ import math
 import os
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -426,6 +426,25 @@ class ServingModel:
             f"{self.name} version {self.version} (preset {self.preset or '?'}, "
             f"{self.scoring_path} path)"
         )
+
+
+def load_and_warm(device: str) -> Callable[[ModelVersion], ServingModel]:
+    """The real loader: a ServingModel on `device`, warmed up (traced) before it serves."""
+
+    def load(version: ModelVersion) -> ServingModel:
+        model = ServingModel.load_version(version, device)
+        warm_up_s = model.warm_up()
+        logger.info(
+            "loaded model %s from %s; it runs on %s (--device %s); warm-up took %.2f s",
+            model.describe(),
+            model.path,
+            model.device,
+            device,
+            warm_up_s,
+        )
+        return model
+
+    return load
 
 
 def _registered_name(vectorize_config: dict) -> str:

@@ -4,8 +4,9 @@ The model directory holds integer-named version folders, each complete once
 its metadata.json exists (written last). The ModelManager serves the highest
 version that loads, polls for newer ones, loads and warms them on a worker
 thread and swaps them in with one reference assignment, so no request waits
-for a load. TensorFlow-free: loading a version is an injected callable (by
-default `server.scoring.model`'s, imported only when it runs).
+for a load. TensorFlow-free: loading a version is an injected callable
+(server.main passes `server.scoring.model.load_and_warm`), so this module never
+imports the model; the model imports this one for the version folders.
 """
 
 from __future__ import annotations
@@ -101,27 +102,6 @@ def fingerprint(path: Path) -> Fingerprint:
         return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
     except OSError:
         return ()
-
-
-def load_and_warm(device: str) -> Callable[[ModelVersion], VersionedModel]:
-    """The real loader: a ServingModel on `device`, warmed up (traced) before it serves."""
-
-    def load(version: ModelVersion) -> VersionedModel:
-        from server.scoring.model import ServingModel  # TensorFlow: only once something loads
-
-        model = ServingModel.load_version(version, device)
-        warm_up_s = model.warm_up()
-        logger.info(
-            "loaded model %s from %s; it runs on %s (--device %s); warm-up took %.2f s",
-            model.describe(),
-            model.path,
-            model.device,
-            device,
-            warm_up_s,
-        )
-        return model
-
-    return load
 
 
 class ModelManager:
