@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.c_loads import grpc_status, run_h2load
+from bench.common.c_loads import grpc_status, run_h2load
 
 
 def cpu_s_of(pid: int) -> float:

@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.server_proc import free_port, start_server
+from bench.common.server_proc import free_port, start_server
 
 WORDS_LOW, WORDS_HIGH = 220, 240
 PREDICT_CALLERS = 8

@@ -6,15 +6,15 @@ from __future__ import annotations
 import time
 
 from bench.bare_grpc import measure_bare_grpc
-from bench.c_loads import (
+from bench.common.c_loads import (
     grpc_status,
     h2load_available,
     http_one_at_a_time,
     run_h2load,
     write_grpc_body,
 )
-from bench.context import Context, say
-from bench.server_proc import (
+from bench.common.context import Context, say
+from bench.common.server_proc import (
     PeakRss,
     ServerProcess,
     free_port,

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.native_leaks --kinds cancelled short_deadline --requests 15000
 
 The long soak's RSS grows while the Python heap stays flat: native memory. For
-each kind of request in the soak's mix (bench.soak_load) this starts a fresh
+each kind of request in the soak's mix (bench.common.soak_load) this starts a fresh
 `sentiment-server`, warms it with that kind alone, attaches heaptrack to it
 (`heaptrack -p`, through gdb: only allocations made from then on are traced),
 sends `--requests` more of that kind, and stops the server (SIGTERM, a drain).
@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.server_proc import ServerProcess
-from bench.soak_load import MIX, Mix, run_load, synthetic_reviews
+from bench.common.server_proc import ServerProcess
+from bench.common.soak_load import MIX, Mix, run_load, synthetic_reviews
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
 
 CONCURRENCY = 128

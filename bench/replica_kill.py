@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.server_proc import ServerProcess
-from bench.soak_load import synthetic_review
+from bench.common.server_proc import ServerProcess
+from bench.common.soak_load import synthetic_review
 from imdb_sentiment_client import AsyncSentimentClient, RetryPolicy, SentimentError
 from imdb_sentiment_client.config import DEFAULT_MAX_RECONNECT_BACKOFF_S
 from server.config import DEFAULT_MODEL_DIR
@@ -55,7 +55,7 @@ REJOIN_SLACK_S = 5.0
 REJOIN_BOUND_S = 1.2 * DEFAULT_MAX_RECONNECT_BACKOFF_S + REJOIN_SLACK_S
 REJOIN_TIMEOUT_S = 120.0  # stop waiting for the first call there; the run fails
 # Start-up time is not what this measures: on a swamped 2-core machine (load average 13, this at
-# nice 10) three tiny-model replicas starting together took over bench.server_proc's 180 s.
+# nice 10) three tiny-model replicas starting together took over bench.common.server_proc's 180 s.
 START_TIMEOUT_S = 600.0
 POLL_S = 0.1
 SERVER_SETTINGS = {"grace_s": 5, "log_level": "WARNING"}

@@ -25,13 +25,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import acceptance, paths, plots, report
-from bench.context import Context, say
+from bench import acceptance, paths, report
+from bench.common import plots
+from bench.common.context import Context, say
+from bench.common.plan import FULL, QUICK
+from bench.common.reviews import data_path, sample_test_reviews, write_reviews
+from bench.common.seed_app import run_load, start_seed_app
 from bench.limit import batch_sizes_up_to, best
 from bench.loads import measure_batching
-from bench.plan import FULL, QUICK
-from bench.reviews import data_path, sample_test_reviews, write_reviews
-from bench.seed_app import run_load, start_seed_app
 from bench.tuning import measure_tuning
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
 from server.errors import ModelLoadError

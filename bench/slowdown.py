@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.slowdown --quick      # CI's: 60/s, batches of 32 (test_slowdown)
     .venv/bin/python -m bench.slowdown --no-deadline-admission   # the server as it was before
 
-A bench.slow_server subprocess on loopback serves the model with a modelled cost
+A bench.common.slow_server subprocess on loopback serves the model with a modelled cost
 per batch (2 ms + 1 ms per review, or what the model really took if longer).
 Single-review Predict calls arrive at random (Poisson) at a fixed rate, each with
 a 2 s deadline, whatever became of the earlier ones: an open loop, as from many
@@ -47,9 +47,9 @@ from pathlib import Path
 
 import grpc
 
-from bench.server_proc import ServerProcess
-from bench.slow_server import NORMAL_SIGNAL, SLOW_SIGNAL
-from bench.soak_load import synthetic_reviews
+from bench.common.server_proc import ServerProcess
+from bench.common.slow_server import NORMAL_SIGNAL, SLOW_SIGNAL
+from bench.common.soak_load import synthetic_reviews
 from imdb_sentiment_client.bench import percentile
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.config import DEFAULT_MODEL_DIR
@@ -353,7 +353,7 @@ def _pair(latency: dict) -> str:
 
 
 def slowdown(plan: Plan, model_dir: Path, work_dir: Path, seed: int, admission: bool) -> dict:
-    command = [sys.executable, "-m", "bench.slow_server", f"--batch-ms={plan.batch_ms}"]
+    command = [sys.executable, "-m", "bench.common.slow_server", f"--batch-ms={plan.batch_ms}"]
     command += [f"--review-ms={plan.review_ms}", f"--slow-factor={plan.slow_factor}"]
     if not admission:
         command.append("--no-deadline-admission")

@@ -6,7 +6,7 @@
     .venv/bin/python -m bench.soak --model-dir models/imdb-lstm --json-out soak.json
     .venv/bin/python -m bench.soak --only cancelled --requests 150000   # one kind alone
 
-The load (bench.soak_load) mixes valid single- and multi-review calls, streams,
+The load (bench.common.soak_load) mixes valid single- and multi-review calls, streams,
 bad inputs, client cancellations and too-short deadlines, over loopback only.
 The report counts requests sent, results, each error code and lost requests,
 and reads the server's RSS at start, after warm-up, at its peak and at the end.
@@ -30,8 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.server_proc import PeakRss, ServerProcess
-from bench.soak_load import MIX, Mix, Tally, run_load, synthetic_reviews
+from bench.common.server_proc import PeakRss, ServerProcess
+from bench.common.soak_load import MIX, Mix, Tally, run_load, synthetic_reviews
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
 
 MIB = 1024 * 1024

@@ -6,9 +6,9 @@ so a change in the machine's load during the run hits all of them alike.
 
 from __future__ import annotations
 
-from bench.context import Context, say
+from bench.common.context import Context, say
+from bench.common.server_proc import start_servers
 from bench.loads import load, warm_up
-from bench.server_proc import start_servers
 
 
 def measure_tuning(ctx: Context, defaults: dict) -> dict:

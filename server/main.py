@@ -236,7 +236,7 @@ def load_models(config: ServerConfig) -> ModelManager:
 async def serve(config: ServerConfig, model: ServingModel | None = None) -> None:
     """Runs until SIGTERM or SIGINT, then drains within config.grace_s.
 
-    `model`, as for create_server: a model to serve pinned (bench.slow_server's wrapper).
+    `model`, as for create_server: a model to serve pinned (bench.common.slow_server's wrapper).
     """
     server, port = await create_server(config, model)
     await server.start()

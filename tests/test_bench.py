@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from bench import acceptance, report
+from bench.common.plan import QUICK
+from bench.common.server_proc import mean_batch_size, model_busy_fraction, read_memory_bytes
 from bench.limit import batch_sizes_up_to, best
-from bench.plan import QUICK
 from bench.run import OUTPUT_FILES
-from bench.server_proc import mean_batch_size, model_busy_fraction, read_memory_bytes
 from bench.tuning import choose, merge_rounds
 from tests.imdb_fixture import make_aclimdb
 
@@ -289,7 +289,7 @@ time for request:   812us    120.02ms     41.87ms     10.11ms    71.11%
 
 
 def test_h2load_summary_is_read():
-    from bench.c_loads import parse_h2load
+    from bench.common.c_loads import parse_h2load
 
     parsed = parse_h2load(H2LOAD_OUTPUT)
     assert parsed["rpc_per_s"] == 1523.4
@@ -426,7 +426,7 @@ def test_padded_scores_equal_the_served_scores(serving_model):
 
 
 def test_seed_app_answers_like_the_seed(tiny_model_dir):
-    from bench.seed_app import create_app
+    from bench.common.seed_app import create_app
 
     client = create_app(tiny_model_dir).test_client()
     answer = client.post("/predict", json={"review": "a great and wonderful film"})

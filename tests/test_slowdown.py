@@ -1,4 +1,4 @@
-"""The slowdown bench's short version end to end (a bench.slow_server subprocess on the tiny
+"""The slowdown bench's short version end to end (a bench.common.slow_server subprocess on the tiny
 model, turned 10x slower mid-load and back), and the report's arithmetic on made-up calls.
 
 The end-to-end test asserts behaviour, not the bars (refusals under 10 ms, recovery within

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.common.soak_load import MIX, Mix, Tally
 from bench.soak import FULL, LONG, QUICK, Plan, build_report, write_plot
-from bench.soak_load import MIX, Mix, Tally
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -80,7 +80,8 @@ class ServerProcess:
         command: list[str] | None = None,
     ):
         """Free ports unless given (a replica restarted where its clients expect it);
-        `command`: another program that takes sentiment-server's flags (bench.slow_server)."""
+        `command`: another program that takes sentiment-server's flags (bench.common.slow_server).
+        """
         self.name = log_path.stem  # for progress lines
         self.port = port or free_port()
         self.metrics_port = metrics_port or free_port()

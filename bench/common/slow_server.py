@@ -1,6 +1,6 @@
 """`sentiment-server` with a model that slows down on a signal: bench.slowdown's server.
 
-    .venv/bin/python -m bench.slow_server --batch-ms 2 --review-ms 1 --slow-factor 10 \\
+    .venv/bin/python -m bench.common.slow_server --batch-ms 2 --review-ms 1 --slow-factor 10 \\
         --model-dir models/imdb-lstm --port 50051       # then: kill -USR1 <pid> / kill -USR2 <pid>
 
 The real model scores every batch; the wrapper then sleeps until the batch has
@@ -58,7 +58,7 @@ class SlowableModel:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.slow_server", description=__doc__.split("\n")[0]
+        prog="python -m bench.common.slow_server", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--batch-ms", type=float, default=2.0, help="modelled cost per batch")
     parser.add_argument("--review-ms", type=float, default=1.0, help="modelled cost per review")

@@ -1,6 +1,6 @@
 """The seed's way, kept as a reference: a Flask app calling `model.predict` once per request.
 
-    python -m bench.seed_app --model-dir models/imdb-lstm --port 5000
+    python -m bench.common.seed_app --model-dir models/imdb-lstm --port 5000
     curl -s localhost:5000/predict -H 'Content-Type: application/json' -d '{"review": "Great!"}'
 
 A faithful copy of the architecture we replaced (same Keras model, no
@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.server_proc import free_port
+from bench.common.server_proc import free_port
 from imdb_sentiment_client.bench import percentile
 
 DECISION_THRESHOLD = 0.5
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def create_app(model_dir: Path):
@@ -59,7 +59,7 @@ def create_app(model_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.seed_app", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.common.seed_app", description=__doc__)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
@@ -154,9 +154,9 @@ def start_seed_app(model_dir: Path, log_path: Path, timeout_s: float = 180) -> I
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.seed_app", "--model-dir", str(model_dir)]
+            [sys.executable, "-m", "bench.common.seed_app", "--model-dir", str(model_dir)]
             + ["--port", str(port)],
-            cwd=REPO_ROOT,  # so `-m bench.seed_app` imports this checkout
+            cwd=REPO_ROOT,  # so `-m bench.common.seed_app` imports this checkout
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 from training import data
 
 # Relative to the repository root, as in the Makefile.
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aclImdb.tar.gz"
+DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "aclImdb.tar.gz"
 
 
 def data_path(given: str | None) -> Path:

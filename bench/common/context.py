@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.plan import Plan
+from bench.common.plan import Plan
 
 _STARTED_S = time.monotonic()
 
