@@ -21,7 +21,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test test-image image lint format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick soak-long native-leaks kill-test slowdown explain-eval explain-bench clean
+.PHONY: install serve test test-image image lint lint-imports format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick soak-long native-leaks kill-test slowdown explain-eval explain-bench clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
@@ -57,9 +57,15 @@ image: $(STAMP)
 test-image: image
 	SENTIMENT_IMAGE_TESTS=required $(BIN)/pytest -q -m image
 
-lint: $(STAMP)
+lint: lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The layering as import-linter contracts ([tool.importlinter] in pyproject.toml): which
+# part of server/ may import which, the batcher free of TensorFlow and gRPC, training/ and
+# the client free of server/ and bench/, no import circle in server/ or bench/.
+lint-imports: $(STAMP)
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
