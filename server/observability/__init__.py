@@ -2,5 +2,5 @@
 memory (the frozen Python heap, glibc's arenas).
 
 May import server.explanations and server.batching (the stats it exports) and server.errors;
-no TensorFlow, gRPC or aiohttp.
+no TensorFlow or Keras, and never the edges (api) or the model (scoring).
 """
