@@ -77,13 +77,21 @@ format: $(STAMP)
 # generated files resolve within the client package.
 PROTOS := protos/sentiment/v1/sentiment.proto
 STUBS  := client/src/imdb_sentiment_client/sentiment/v1
+# KServe's Open Inference Protocol (protos/inference/, vendored) is the server's alone: its
+# stubs land in server/api/inference/ (module server.api.inference.grpc_predict_v2_pb2), not
+# in the client distribution, whose users speak it with tritonclient, and protobuf refuses
+# tritonclient's `inference` messages and these in one process (protos/inference/README.md).
+SERVER_PROTOS := protos/inference/grpc_predict_v2.proto
+SERVER_STUBS  := server/api/inference
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iimdb_sentiment_client=protos --python_out=client/src \
 		--pyi_out=client/src --grpc_python_out=client/src $(PROTOS)
+	$(BIN)/python -m grpc_tools.protoc -Iserver/api=protos --python_out=. --pyi_out=. \
+		--grpc_python_out=. $(SERVER_PROTOS)
 
 proto-check: proto
-	@test -z "$$(git status --porcelain -- '$(STUBS)/*_pb2*')" \
-		|| (git status --short -- '$(STUBS)/*_pb2*'; \
+	@test -z "$$(git status --porcelain -- '$(STUBS)/*_pb2*' '$(SERVER_STUBS)/*_pb2*')" \
+		|| (git status --short -- '$(STUBS)/*_pb2*' '$(SERVER_STUBS)/*_pb2*'; \
 		    echo "generated stubs are stale: run 'make proto' and commit" >&2; exit 1)
 
 # buf's default (STANDARD) rules, less the two buf.yaml waives and says why.

@@ -38,6 +38,10 @@ class InvalidRequestError(ServiceError):
     """The request as a whole is unusable (no reviews, too many reviews)."""
 
 
+class ModelNotFoundError(ServiceError):
+    """The request names a model or model version that this server does not serve."""
+
+
 class QueueFullError(ServiceError):
     """The batcher's queue has no room; the caller should retry after `retry_after_ms`."""
 

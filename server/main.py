@@ -24,6 +24,9 @@ from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.api import security
 from server.api.http_api import HttpApi
 from server.api.interceptor import CallObserver
+from server.api.kserve_grpc import SERVICE_NAME as INFERENCE_SERVICE_NAME
+from server.api.kserve_grpc import add_to_server as add_inference_protocol
+from server.api.kserve_http import InferenceProtocolHttp
 from server.api.servicer import RequestLimits, SentimentServicer
 from server.batching.batcher import BatcherStats, MicroBatcher
 from server.batching.model_gate import ModelGate
@@ -181,6 +184,8 @@ async def create_server(
     )
     servicer = SentimentServicer(models, batcher, limits, explainer)
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(servicer, grpc_server)
+    # The Open Inference Protocol (KServe v2): a second door into the same servicer's batcher.
+    add_inference_protocol(servicer, models, limits, grpc_server)
     health_servicer = health.aio.HealthServicer()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -188,6 +193,7 @@ async def create_server(
     if config.reflection:
         names = (
             SERVICE_NAME,
+            INFERENCE_SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -212,6 +218,14 @@ async def create_server(
             timeout_s=config.default_timeout_ms / 1000,
             max_body_bytes=config.max_receive_message_bytes,
         )
+        http_api = server.http_api
+        http_api.extra_routes += InferenceProtocolHttp(
+            servicer,
+            models,
+            max_reviews=config.max_reviews_per_request,
+            timeout_s=config.default_timeout_ms / 1000,
+            ready=lambda: http_api.ready,
+        ).routes()
     return server, port
 
 

@@ -36,14 +36,20 @@ CHECKS = [
     response_schema_conformance,
     negative_data_rejection,
 ]
-# Only /predict and /explain take input, so only they have invalid requests to generate.
+# Only these take a body, so only they have invalid requests to generate.
+INPUT_PATHS = (
+    "/predict",
+    "/explain",
+    "/v2/models/{model}/infer",
+    "/v2/models/{model}/versions/{version}/infer",
+)
 OPERATIONS = [
     pytest.param(method.upper(), path, mode, id=f"{method.upper()} {path} {mode.value}")
     for path, item in json.loads(OPENAPI_PATH.read_text())["paths"].items()
     for method in item
     for mode in (
         [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
-        if path in ("/predict", "/explain")
+        if path in INPUT_PATHS
         else [GenerationMode.POSITIVE]
     )
 ]
@@ -66,7 +72,7 @@ def test_no_request_gets_a_server_error_and_every_answer_matches_the_contract(
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples={"/predict": 60, "/explain": 30}.get(path, 3),
+        max_examples=60 if path == "/predict" else 30 if path in INPUT_PATHS else 3,
         deadline=None,  # each example is a real HTTP call to a real model
         derandomize=True,  # the same examples on every run, so a CI failure reproduces
         database=None,

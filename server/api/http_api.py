@@ -26,6 +26,7 @@ from server.errors import (
     InferenceError,
     InvalidRequestError,
     InvalidReviewError,
+    ModelNotFoundError,
     QueueFullError,
     ShuttingDownError,
     StartupError,
@@ -81,6 +82,8 @@ def http_error_of(error: BaseException) -> HttpError:
         return HttpError(500, "internal", str(error))
     if isinstance(error, ExplainUnavailableError):
         return HttpError(501, "explain_unavailable", str(error))
+    if isinstance(error, ModelNotFoundError):
+        return HttpError(404, "not_found", str(error))
     if isinstance(error, web.HTTPException) and error.status in _AIOHTTP_CODES:
         return HttpError(error.status, _AIOHTTP_CODES[error.status], _aiohttp_message(error))
     logger.error("unexpected error reached the HTTP edge", exc_info=error)
@@ -122,6 +125,8 @@ class HttpApi:
         self._idle = asyncio.Event()
         self._idle.set()
         self.port = 0
+        # More routes in this application, added before start() (kserve_http's /v2).
+        self.extra_routes: list[web.RouteDef] = []
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -132,6 +137,7 @@ class HttpApi:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_routes(self.extra_routes)
         app.router.add_get("/", _static_file("index.html", "text/html; charset=utf-8"))
         app.router.add_get("/static/app.css", _static_file("app.css", "text/css; charset=utf-8"))
         app.router.add_get(

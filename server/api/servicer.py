@@ -23,6 +23,7 @@ from server.errors import (
     InferenceError,
     InvalidRequestError,
     InvalidReviewError,
+    ModelNotFoundError,
     QueueFullError,
     ServiceError,
     ShuttingDownError,
@@ -81,6 +82,8 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[s
         return grpc.StatusCode.INTERNAL, str(error), ()
     if isinstance(error, ExplainUnavailableError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error), ()
+    if isinstance(error, ModelNotFoundError):
+        return grpc.StatusCode.NOT_FOUND, str(error), ()
     logger.error("unexpected error reached the gRPC edge", exc_info=error)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", ()
 
@@ -109,6 +112,11 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServiceServicer):
         must not have its call queued behind the in-flight work being drained.
         """
         self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        """True once drain() was called: the Open Inference Protocol's calls are refused too."""
+        return self._draining
 
     def _refuse_if_draining(self) -> None:
         if self._draining:
