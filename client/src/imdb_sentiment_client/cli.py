@@ -215,17 +215,55 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
 
     bench = commands.add_parser("bench", help="load-test the server, in the spirit of ghz")
     _add_connection_options(bench, None)
-    bench.add_argument("--mode", choices=MODES, default="unary", help="unary: 1 review per Predict")
-    bench.add_argument("--concurrency", type=_positive(int), default=8, metavar="N")
-    bench.add_argument("--duration-s", type=_positive(float), metavar="S", help="default 10")
+    bench.add_argument(
+        "--mode",
+        choices=MODES,
+        default="unary",
+        help="unary: 1 review per Predict; multi: --reviews-per-request per Predict; "
+        "stream: StreamPredict",
+    )
+    bench.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=8,
+        metavar="N",
+        help="calls (stream: streams) in flight at once, across all --procs",
+    )
+    bench.add_argument(
+        "--duration-s", type=_positive(float), metavar="S", help="how long to run (default 10)"
+    )
     bench.add_argument(
         "--requests", type=_positive(int), metavar="N", help="RPCs (stream: reviews)"
     )
-    bench.add_argument("--reviews-per-request", type=_positive(int), default=16, metavar="N")
-    bench.add_argument("--stream-window", type=_positive(int), default=16, metavar="N")
+    bench.add_argument(
+        "--reviews-per-request",
+        type=_positive(int),
+        default=16,
+        metavar="N",
+        help="reviews in each Predict of --mode multi",
+    )
+    bench.add_argument(
+        "--stream-window",
+        type=_positive(int),
+        default=16,
+        metavar="N",
+        help="reviews each stream keeps in flight in --mode stream",
+    )
     bench.add_argument("--input", metavar="FILE", help="real reviews, one per line")
-    bench.add_argument("--procs", type=_positive(int), default=1, metavar="N")
-    bench.add_argument("--max-duration-s", type=_positive(float), default=600.0, metavar="S")
+    bench.add_argument(
+        "--procs",
+        type=_positive(int),
+        default=1,
+        metavar="N",
+        help="load processes sharing --concurrency, so one Python process does not limit it",
+    )
+    bench.add_argument(
+        "--max-duration-s",
+        type=_positive(float),
+        default=600.0,
+        metavar="S",
+        help="the longest a --requests run may last",
+    )
     bench.add_argument("--json", action="store_true", help="print the result as one JSON object")
     bench.set_defaults(run=_bench)
     return parser

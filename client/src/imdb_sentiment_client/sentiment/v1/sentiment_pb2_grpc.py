@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class SentimentServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Movie-review sentiment: scores, a stream of scores, the model serving, and
+    explanations. Every method only reads, so every call is safe to retry.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -57,7 +59,9 @@ class SentimentServiceStub:
 
 
 class SentimentServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Movie-review sentiment: scores, a stream of scores, the model serving, and
+    explanations. Every method only reads, so every call is safe to retry.
+    """
 
     def Predict(self, request, context):
         """Scores one or more reviews. Any bad review fails the whole call with
@@ -125,7 +129,9 @@ def add_SentimentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SentimentService:
-    """Missing associated documentation comment in .proto file."""
+    """Movie-review sentiment: scores, a stream of scores, the model serving, and
+    explanations. Every method only reads, so every call is safe to retry.
+    """
 
     @staticmethod
     def Predict(request,
