@@ -139,6 +139,11 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 
+# The Open Inference Protocol's doors (ModelInfer, POST /v2/.../infer) beside Predict and
+# POST /predict at c=1 and c=64, alone; make bench and bench-quick measure them too.
+bench-protocol: $(STAMP)
+	$(BIN)/python -m bench.protocol_doors
+
 # 100,000+ mixed requests at concurrency >= 128 on loopback; reports lost requests and RSS.
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak

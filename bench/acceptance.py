@@ -90,6 +90,49 @@ def path_checks(section: dict, max_batch_size: int) -> list[dict]:
     ]
 
 
+def protocol_door_checks(doors: dict) -> list[dict]:
+    """Issue 28, item 5: each Open Inference Protocol door against its native twin, measured
+    in turns by the same tool: >= 90% of its calls/s at c=64, p50 within 0.3 ms at c=1."""
+    checks = []
+    for row in doors["rows"]:
+        if not row["protocol"] or row["concurrency"] not in (1, 64):
+            continue
+        (twin,) = [
+            r
+            for r in doors["rows"]
+            if not r["protocol"]
+            and (r["transport"], r["concurrency"]) == (row["transport"], row["concurrency"])
+        ]
+        tool = row["tool"] or "not measured: the load tool is missing"
+        if row["concurrency"] == 64:
+            name = f"{row['door']} c=64 vs {twin['door']} (fraction of calls/s)"
+            if row["calls_per_s"] is None or twin["calls_per_s"] is None:
+                checks.append(verdict(name, 0.0, 0.90, False, tool))
+                continue
+            checks.append(
+                verdict(
+                    name,
+                    _ratio(row["calls_per_s"], twin["calls_per_s"]),
+                    0.90,
+                    False,
+                    f"{row['calls_per_s']:.0f} vs {twin['calls_per_s']:.0f} calls/s ({tool}, "
+                    f"one review a call, median of {doors['rounds']} rounds in turns)",
+                )
+            )
+        else:
+            name = f"{row['door']} c=1 p50 minus {twin['door']}'s (ms)"
+            checks.append(
+                verdict(
+                    name,
+                    row["p50_ms"] - twin["p50_ms"],
+                    0.3,
+                    True,
+                    f"{row['p50_ms']:.2f} vs {twin['p50_ms']:.2f} ms ({tool}, one call at a time)",
+                )
+            )
+    return checks
+
+
 def judge(results: dict, elapsed_s: float) -> list[dict]:
     """Every acceptance check, issue 15's first, then the earlier ones, in order."""
     on, off = results["batching_on"], results["batching_off"]
@@ -196,6 +239,8 @@ def judge(results: dict, elapsed_s: float) -> list[dict]:
             f"{c1['latency_ms']['p50']:.2f} ms vs {ref1['latency_ms']['p50']:.2f} ms",
         ),
     ]
+    if "protocol_doors" in results:
+        checks += protocol_door_checks(results["protocol_doors"])
     return checks + [
         verdict(
             "unary c=64 vs batching off (x)",

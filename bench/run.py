@@ -6,7 +6,8 @@
 One run measures, on a seeded sample of real IMDB test reviews: the in-process
 limit of the serving function, the server with micro-batching on and off,
 many reviews per request (Predict x32, StreamPredict), the seed's Flask app,
-the server's memory, and a few (max_batch_size, max_delay_ms) pairs. Ratios
+the server's memory, a few (max_batch_size, max_delay_ms) pairs, and the Open Inference
+Protocol's doors beside their native twins (bench/protocol_doors.py). Ratios
 between them are what the report judges; absolute figures on a shared
 machine are noise.
 """
@@ -33,6 +34,7 @@ from bench.common.reviews import data_path, sample_test_reviews, write_reviews
 from bench.common.seed_app import run_load, start_seed_app
 from bench.limit import batch_sizes_up_to, best
 from bench.loads import measure_batching
+from bench.protocol_doors import measure_protocol_doors
 from bench.tuning import measure_tuning
 from server.config import DEFAULT_MODEL_DIR, ServerConfig
 from server.errors import ModelLoadError
@@ -171,6 +173,7 @@ def run(ctx: Context, sample_description: dict) -> dict:
     largest = max([defaults["max_batch_size"], *(n for n, _ in ctx.plan.tuning_candidates)])
     in_process = measure_in_process(ctx, defaults["max_batch_size"], largest)
     batching_on, batching_off = measure_batching(ctx)
+    protocol_doors = measure_protocol_doors(ctx)
     seed_flask = measure_seed_flask(ctx)
     tuning = measure_tuning(ctx, defaults)
     return {
@@ -190,6 +193,7 @@ def run(ctx: Context, sample_description: dict) -> dict:
         "seed_flask": seed_flask,
         "memory": batching_on["memory"],
         "tuning": tuning,
+        "protocol_doors": protocol_doors,
     }
 
 

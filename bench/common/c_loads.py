@@ -36,13 +36,14 @@ def write_grpc_body(review: str, path: Path) -> Path:
     return path
 
 
-def grpc_status(port: int, body: Path) -> str:
-    """The grpc-status trailer of one call sending `body`, read from nghttp's verbose output."""
+def grpc_status(port: int, body: Path, path: str = PREDICT_PATH) -> str:
+    """The grpc-status trailer of one call sending `body` to the method at `path`, read from
+    nghttp's verbose output."""
     command = ["nghttp", "-v", "-d", str(body)]
     for header in GRPC_HEADERS:
         command += ["-H", header]
     done = subprocess.run(
-        command + [f"http://127.0.0.1:{port}{PREDICT_PATH}"],
+        command + [f"http://127.0.0.1:{port}{path}"],
         capture_output=True,
         text=True,
         errors="replace",  # the verbose output holds the binary response message too
@@ -53,10 +54,15 @@ def grpc_status(port: int, body: Path) -> str:
 
 
 def run_h2load(
-    port: int, body: Path, concurrency: int, duration_s: float, warm_up_s: float = 1.0
+    port: int,
+    body: Path,
+    concurrency: int,
+    duration_s: float,
+    warm_up_s: float = 1.0,
+    path: str = PREDICT_PATH,
 ) -> dict:
     """h2load for `duration_s` with `concurrency` calls in flight over up to 4 connections,
-    after `warm_up_s` whose calls it does not count."""
+    after `warm_up_s` whose calls it does not count; each call posts `body` to `path`."""
     connections = min(4, concurrency)
     command = [
         "h2load",
@@ -75,7 +81,7 @@ def run_h2load(
     ]
     for header in GRPC_HEADERS:
         command += ["--header", header]
-    command.append(f"http://127.0.0.1:{port}{PREDICT_PATH}")
+    command.append(f"http://127.0.0.1:{port}{path}")
     done = subprocess.run(
         command, capture_output=True, text=True, errors="replace", timeout=duration_s + 60
     )
