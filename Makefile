@@ -179,5 +179,15 @@ explain-eval: $(STAMP)
 explain-bench: $(STAMP)
 	$(BIN)/python -m bench.explain_speed --data $(DATA)
 
+# The docs site (mkdocs.yml, docs/) into site/. --strict: a broken link, a page missing from
+# the nav, a failed generator (docs/gen/: the reference parts, from the code and the shipped
+# model) or any other warning fails the build.
+.PHONY: docs docs-serve
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

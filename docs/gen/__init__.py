@@ -1,0 +1,1 @@
+"""What the docs site generates from the code and the shipped model at build time (mkdocs hooks)."""
