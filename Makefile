@@ -12,7 +12,10 @@ DATA    ?= ../shared/data/aclImdb.tar.gz
 # SST-2, CAD and contrast sets (training/extra_data.py); used when the folder exists.
 EXTRA   ?= ../shared/data/extra
 EXTRA_FLAG = $(if $(wildcard $(EXTRA)),--extra-data $(EXTRA))
-PRESET  ?= reader
+# The 49,731 unlabelled reviews (train/unsup); a full official archive holds them too.
+UNLABELLED ?= ../shared/data/aclImdb-unsup.tar.gz
+UNLABELLED_FLAG = $(if $(wildcard $(UNLABELLED)),--unlabelled-data $(UNLABELLED))
+PRESET  ?= student
 HOST    ?= localhost
 PORT    ?= 50051
 HTTP_PORT ?= 8080
@@ -21,7 +24,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test test-image image lint lint-imports format proto proto-check proto-lint proto-breaking train train-seed eval data bench bench-quick soak soak-quick soak-long native-leaks kill-test slowdown explain-eval explain-bench clean
+.PHONY: install serve test test-image image lint lint-imports format proto proto-check proto-lint proto-breaking train teacher train-seed eval data bench bench-quick soak soak-quick soak-long native-leaks kill-test slowdown explain-eval explain-bench clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
@@ -116,7 +119,12 @@ proto-breaking: $(NODE_STAMP)
 	$(BUF) breaking --against "$$against/protos"
 
 train: $(STAMP)
-	$(BIN)/sentiment-train --data $(DATA) $(EXTRA_FLAG) --preset $(PRESET)
+	$(BIN)/sentiment-train --data $(DATA) $(EXTRA_FLAG) $(UNLABELLED_FLAG) --preset $(PRESET)
+
+# The teacher's scores of the unlabelled reviews (models/teacher/), which `make train` learns
+# from: fitted once, a minute or two, and checked in.
+teacher: $(STAMP)
+	$(BIN)/sentiment-teach --data $(DATA) $(EXTRA_FLAG) --unlabelled-data $(UNLABELLED)
 
 train-seed: $(STAMP)
 	$(BIN)/sentiment-train --data $(DATA) --preset seed --out models/imdb-lstm-seed
