@@ -74,6 +74,11 @@ class ServerConfig:
     # Move start-up's objects out of the cycle collector's full passes
     # (server/observability/heap.py).
     gc_freeze: bool = True
+    # Front processes taking calls on the shared ports, beside one model process; 1: a
+    # single process, as before; 0: one per core (server/processes/supervisor.py).
+    workers: int = 0
+    max_calls_per_worker: int = 0
+    reuse_port: bool = False
 
     @property
     def address(self) -> str:
@@ -266,6 +271,30 @@ SETTINGS = (
         lambda _: None,
         "once the model is loaded, freeze the Python objects alive (gc.freeze) so the cycle "
         "collector's full passes skip them: a pause of a few hundred ms becomes microseconds",
+    ),
+    Setting(
+        "workers",
+        _integer,
+        _between(0, 256),
+        "front processes that take gRPC and HTTP calls on the same ports (SO_REUSEPORT) and "
+        "queue their reviews in one model process, which batches for all of them; "
+        "1: everything in one process; 0: one front per core",
+    ),
+    Setting(
+        "max_calls_per_worker",
+        _integer,
+        _between(0, 2**62),
+        "with --workers other than 1: replace a front process after it has taken this many "
+        "calls (its successor takes calls first, so none is lost), which bounds any memory "
+        "it gains per call; 0: never",
+    ),
+    Setting(
+        "reuse_port",
+        _boolean,
+        lambda _: None,
+        "with --workers 1: share the gRPC and HTTP ports with other processes (SO_REUSEPORT), "
+        "e.g. several whole servers, each with its own model, on one port; a busy port is "
+        "then not refused",
     ),
 )
 

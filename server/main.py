@@ -36,7 +36,15 @@ from server.explanations.explain import Explainer
 from server.observability import heap
 from server.observability.logs import configured_logging
 from server.observability.malloc import cap_arenas
-from server.observability.metrics import MetricsServer, ServerMetrics, start_metrics_server
+from server.observability.metrics import (
+    MetricsServer,
+    ServerMetrics,
+    multiprocess_registry,
+    start_metrics_server,
+)
+from server.processes import supervisor
+from server.processes.engine import EngineListener
+from server.processes.engine_client import EngineClient
 from server.scoring.versions import ModelManager
 
 if TYPE_CHECKING:  # server.scoring.model imports TensorFlow: seconds, so only when serving
@@ -62,10 +70,12 @@ class SentimentServer:
     http_api: HttpApi | None = None  # with --http-port
     explainer: Explainer | None = None
     servicer: SentimentServicer | None = None  # told to refuse new calls when the drain begins
+    # In a front process (--workers): the model process's batcher and model, over a socket.
+    engine: EngineClient | None = None
 
     async def start(self) -> None:
         await self.grpc_server.start()
-        if self.config.metrics_port:
+        if self.config.metrics_port and self.engine is None:  # the model process serves them
             try:
                 self.metrics = start_metrics_server(
                     self.config.host, self.config.metrics_port, self.server_metrics.registry
@@ -78,7 +88,11 @@ class SentimentServer:
             logger.info("Prometheus metrics on port %d at /metrics", self.metrics.port)
         if self.http_api is not None:
             try:
-                http_port = await self.http_api.start(self.config.host, self.config.http_port)
+                http_port = await self.http_api.start(
+                    self.config.host,
+                    self.config.http_port,
+                    reuse_port=self.engine is not None or self.config.reuse_port,
+                )
             except StartupError:
                 await self.grpc_server.stop(0)
                 if self.metrics is not None:
@@ -89,13 +103,19 @@ class SentimentServer:
         if self.config.gc_freeze:
             heap.freeze()
         self.server_metrics.collections.start()  # timing serving's passes, not start-up's
-        # SERVING only now: the model was warmed up before the server was built.
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.engine is not None:  # SERVING while the model process is there
+            await self.set_serving(self.engine.connected)
+        else:  # SERVING only now: the model was warmed up before the server was built.
+            await self.set_serving(True)
         if self.model.polls and self.config.poll_s > 0:
             self.poller = asyncio.create_task(
                 self.model.poll_forever(self.config.poll_s), name="model-version-poller"
             )
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status.SERVING if serving else status.NOT_SERVING)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drains: NOT_SERVING, refuse new calls, let in-flight ones finish within grace_s."""
@@ -121,7 +141,10 @@ class SentimentServer:
         if self.config.gc_freeze:
             heap.thaw()
         self.server_metrics.collections.stop()
-        logger.info("stopped; batcher stats: %s", self.batcher.stats().summary())
+        if self.engine is None:
+            logger.info("stopped; batcher stats: %s", self.batcher.stats().summary())
+        else:
+            logger.info("stopped")
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -131,12 +154,14 @@ class SentimentServer:
 
 
 async def create_server(
-    config: ServerConfig, model: ServingModel | None = None
+    config: ServerConfig, model: ServingModel | None = None, engine: EngineClient | None = None
 ) -> tuple[SentimentServer, int]:
     """Loads and warms the model (unless given one), then binds a server; returns it and its port.
 
     Without `model` it serves the highest version under config.model_dir that
     loads, and polls for newer ones; a given model is pinned (no polling).
+    With `engine` (a front process of --workers) it loads nothing: the model
+    process batches and scores, and the port is shared with the other fronts.
     Call inside the event loop that will run the server.
     """
     # TLS files and the token are checked first: a bad one should not cost a model load.
@@ -144,30 +169,10 @@ async def create_server(
     # The observer is outermost, so calls refused by authentication are counted and logged.
     metrics = ServerMetrics(config.max_batch_size)
     interceptors = [CallObserver(metrics, config.slow_request_ms), *security.interceptors(config)]
-    if model is None:
-        # Blocks the loop for seconds, but nothing else runs on it before start().
-        models = load_models(config)
+    if engine is not None:
+        batcher = models = explainer = engine
     else:
-        models = ModelManager(model)
-    # Predict's batches and Explain take turns on the model: batches first, Explain when idle.
-    gate = ModelGate()
-    batcher = MicroBatcher(
-        gate.first(models.predict),
-        max_batch_size=config.max_batch_size,
-        max_delay_ms=config.max_delay_ms,
-        queue_capacity=config.queue_capacity,
-        deadline_admission=config.deadline_admission,
-        on_batch=metrics.observe_batch,
-    )
-    gate.pending = batcher.has_waiting
-    # Explain has its own worker thread and queue: never a place in Predict's queue.
-    explainer = Explainer(
-        models,
-        queue_capacity=config.explain_queue_capacity,
-        gate=gate,
-        on_explained=metrics.observe_explanation,
-    )
-    metrics.watch(batcher.stats, models, explainer.stats)
+        models, batcher, explainer = build_core(config, metrics, model)
     limits = RequestLimits(
         max_reviews_per_request=config.max_reviews_per_request,
         max_review_bytes=config.max_review_bytes,
@@ -177,8 +182,9 @@ async def create_server(
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),
-            # Without this a second server on a busy port would start and share it silently.
-            ("grpc.so_reuseport", 0),
+            # Without this a second server on a busy port would start and share it silently;
+            # front processes share theirs on purpose (the supervisor checked it was free).
+            ("grpc.so_reuseport", 1 if engine is not None or config.reuse_port else 0),
             *connection_age_options(config),
         ],
     )
@@ -209,8 +215,9 @@ async def create_server(
         ) from exc
     logger.info("%s", security.describe(config))
     server = SentimentServer(grpc_server, batcher, health_servicer, models, config, metrics)
-    server.explainer = explainer
+    server.explainer = explainer if engine is None else None
     server.servicer = servicer
+    server.engine = engine
     if config.http_port:  # the same servicer, so the same checks, limits and batcher
         server.http_api = HttpApi(
             servicer,
@@ -227,6 +234,37 @@ async def create_server(
             ready=lambda: http_api.ready,
         ).routes()
     return server, port
+
+
+def build_core(
+    config: ServerConfig, metrics: ServerMetrics, model: ServingModel | None = None
+) -> tuple[ModelManager, MicroBatcher, Explainer]:
+    """The model (loaded and warmed, unless given), its batcher and its explainer."""
+    if model is None:
+        # Blocks the loop for seconds, but nothing else runs on it before start().
+        models = load_models(config)
+    else:
+        models = ModelManager(model)
+    # Predict's batches and Explain take turns on the model: batches first, Explain when idle.
+    gate = ModelGate()
+    batcher = MicroBatcher(
+        gate.first(models.predict),
+        max_batch_size=config.max_batch_size,
+        max_delay_ms=config.max_delay_ms,
+        queue_capacity=config.queue_capacity,
+        deadline_admission=config.deadline_admission,
+        on_batch=metrics.observe_batch,
+    )
+    gate.pending = batcher.has_waiting
+    # Explain has its own worker thread and queue: never a place in Predict's queue.
+    explainer = Explainer(
+        models,
+        queue_capacity=config.explain_queue_capacity,
+        gate=gate,
+        on_explained=metrics.observe_explanation,
+    )
+    metrics.watch(batcher.stats, models, explainer.stats)
+    return models, batcher, explainer
 
 
 def connection_age_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -268,6 +306,86 @@ async def serve(config: ServerConfig, model: ServingModel | None = None) -> None
         await server.stop(config.grace_s)
 
 
+def _stop_on_signals() -> asyncio.Event:
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    return stop_requested
+
+
+async def serve_front(config: ServerConfig) -> None:
+    """A front process of --workers: takes calls until SIGTERM, then drains (the model
+    process, reached over its socket, batches and scores)."""
+    server: SentimentServer | None = None
+
+    def connected(is_connected: bool) -> None:
+        if server is not None and server.servicer is not None:
+            asyncio.get_running_loop().create_task(server.set_serving(is_connected))
+
+    engine = EngineClient(
+        os.environ[supervisor.SOCKET_ENV],
+        on_connected=connected,
+        max_calls=config.max_calls_per_worker,
+        on_budget_spent=lambda: supervisor.tell_supervisor("recycle"),
+    )
+    await engine.start()
+    await engine.wait_connected(timeout_s=5.0)
+    server, port = await create_server(config, engine=engine)
+    await server.start()
+    logger.info("front process taking calls on %s:%d", config.host, port)
+    supervisor.tell_supervisor("ready")
+    stop_requested = _stop_on_signals()
+    await stop_requested.wait()
+    logger.info("stop requested; draining for up to %.1f s", config.grace_s)
+    await server.stop(config.grace_s)
+
+
+async def serve_model_process(config: ServerConfig) -> None:
+    """The model process of --workers: one model, one batcher, for every front."""
+    metrics = ServerMetrics(config.max_batch_size)
+    models, batcher, explainer = build_core(config, metrics)
+    listener = EngineListener(batcher, models, explainer)
+    await listener.start(os.environ[supervisor.SOCKET_ENV])
+    metrics_server = None
+    if config.metrics_port:
+        registry = multiprocess_registry(metrics, os.environ[supervisor.METRICS_DIR_ENV])
+        try:
+            metrics_server = start_metrics_server(config.host, config.metrics_port, registry)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve metrics on {config.host}:{config.metrics_port}: {exc}"
+            ) from exc
+    poller = None
+    if models.polls and config.poll_s > 0:
+        poller = asyncio.create_task(models.poll_forever(config.poll_s), name="model-poller")
+    if config.gc_freeze:
+        heap.freeze()
+    logger.info("model process serving version %d to the fronts", models.version)
+    supervisor.tell_supervisor("ready")
+    stop_requested = _stop_on_signals()
+    stats_logger = asyncio.create_task(_log_batcher_stats(batcher, config.stats_interval_s))
+    await stop_requested.wait()
+    stats_logger.cancel()
+    if poller is not None:
+        poller.cancel()
+    # The fronts drained first (the supervisor stops them before this process).
+    await listener.stop()
+    await batcher.close(drain_timeout_s=0)
+    await explainer.close()
+    if metrics_server is not None:
+        metrics_server.stop()
+    logger.info("stopped; batcher stats: %s", batcher.stats().summary())
+
+
+async def _log_batcher_stats(batcher: MicroBatcher, interval_s: float) -> None:
+    if interval_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        logger.info("batcher stats: %s", batcher.stats().summary())
+
+
 async def _log_stats(server: SentimentServer, interval_s: float) -> None:
     if interval_s <= 0:
         return
@@ -291,6 +409,22 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+async def run_role(config: ServerConfig, argv: list[str]) -> None:
+    """This process's part: the supervisor of --workers, one of its children, or the whole
+    server in one process (--workers 1)."""
+    role = os.environ.get(supervisor.ROLE_ENV)
+    if role == supervisor.MODEL_ROLE:
+        await serve_model_process(config)
+    elif role == supervisor.FRONT_ROLE:
+        await serve_front(config)
+    else:
+        workers = config.workers or supervisor.default_workers()
+        if workers == 1:
+            await serve(config)
+        elif await supervisor.supervise(argv, config, workers):
+            raise StartupError("a child process failed at start (its log says why)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`sentiment-server [flags]`; exit 0 after a clean drain, 2 on a bad setting, 1 on start-up."""
     # TensorFlow's C++ info lines would drown the server's own start-up log.
@@ -306,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.info("settings: %s", describe(config))
                 # Before gRPC's and TensorFlow's threads start: arenas made before stay.
                 logger.info("%s", cap_arenas(config.malloc_arena_max))
-                asyncio.run(serve(config))
+                asyncio.run(run_role(config, list(sys.argv[1:] if argv is None else argv)))
         except StartupError as exc:
             logger.error("cannot start: %s", exc)
             return 1

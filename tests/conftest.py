@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# `sentiment-server` serves from one front process per core by default (--workers 0); the
+# tests that start it as a command test one process unless they ask for more
+# (tests/test_workers.py), as they did before --workers.
+os.environ.setdefault("SENTIMENT_WORKERS", "1")
 
 # Made-up reviews: a few sentiment words hidden among filler, so one epoch learns something.
 _POSITIVE_WORDS = "great wonderful superb loved brilliant moving fun".split()

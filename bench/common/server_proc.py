@@ -57,6 +57,13 @@ def read_memory_bytes(pid: int) -> dict[str, int]:
     return memory
 
 
+def _flag(name: str, value: object) -> str:
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):  # sentiment-server's booleans are --flag / --no-flag
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag}={value}"
+
+
 def server_command() -> list[str]:
     """The installed `sentiment-server` beside this interpreter, else the same code via -m."""
     script = Path(sys.executable).with_name("sentiment-server")
@@ -96,7 +103,7 @@ class ServerProcess:
             "log_level": "WARNING",
             **settings,
         }
-        argv = [f"--{name.replace('_', '-')}={value}" for name, value in flags.items()]
+        argv = [_flag(name, value) for name, value in flags.items()]
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  closed in stop()
         self.process = subprocess.Popen(

@@ -148,8 +148,10 @@ class HttpApi:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> int:
-        """Listens on host:port (all interfaces for "[::]"); returns the bound port."""
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Listens on host:port (all interfaces for "[::]"); returns the bound port.
+
+        `reuse_port`: share the port with the other front processes (SO_REUSEPORT)."""
         # handler_cancellation: a caller that hangs up cancels its handler, and so
         # its queued reviews, as a cancelled gRPC call does.
         runner = web.AppRunner(
@@ -161,7 +163,9 @@ class HttpApi:
         await runner.setup()
         # "[::]" is gRPC's all-interfaces address; asyncio takes None for that, IPv4 and IPv6.
         bind_host = host.strip("[]") or None
-        site = web.TCPSite(runner, None if bind_host == "::" else bind_host, port)
+        site = web.TCPSite(
+            runner, None if bind_host == "::" else bind_host, port, reuse_port=reuse_port or None
+        )
         try:
             await site.start()
         except OSError as exc:

@@ -323,3 +323,38 @@ def start_metrics_server(host: str, port: int, registry: CollectorRegistry) -> M
     # gRPC writes IPv6 hosts as "[::]"; the HTTP server wants them bare.
     http_server, thread = start_http_server(port, addr=host.strip("[]"), registry=registry)
     return MetricsServer(http_server, thread)
+
+
+class _LiveOnly:
+    """A registry's collectors less the metrics that multiprocess mode keeps in files."""
+
+    def __init__(self, registry: CollectorRegistry, skip: set[str]):
+        self._registry = registry
+        self._skip = skip
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            if metric.name not in self._skip:
+                yield metric
+
+
+def multiprocess_registry(metrics: ServerMetrics, directory: str) -> CollectorRegistry:
+    """For `--workers N`: the counters and histograms of every process (each front's calls,
+    the model process's batches), summed from prometheus-client's files in `directory`,
+    beside the model process's own live collectors (queue, model, explain, process)."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    shared = (
+        metrics.calls_started,
+        metrics.calls_handled,
+        metrics.call_seconds,
+        metrics.batch_size,
+        metrics.queue_wait_seconds,
+        metrics.inference_seconds,
+        metrics.explain_seconds,
+    )
+    skip = {family.name for metric in shared for family in metric.describe()}
+    registry.register(_LiveOnly(metrics.registry, skip))
+    return registry

@@ -1,0 +1,284 @@
+"""The doors side by side: gRPC and HTTP calls/s of one server process against --workers.
+
+    .venv/bin/python -m bench.doors                 # part of make bench; alone: make bench-doors
+    .venv/bin/python -m bench.doors --quick         # seconds, figures meaningless
+
+One review (the sample's nearest to 141 words) a call. gRPC `Predict` from h2load
+(4 connections x 16 streams for 64 in flight), HTTP `POST /predict` from wrk (64
+connections); c=1 p50 from a one-call-at-a-time Python client on each door. Variants,
+all running at once and measured in turns, round after round, so a drift in the
+machine's load favours none:
+- `one process`: --workers 1, the server as it was (one event loop, one GIL);
+- `fronts + model process`: --workers 2, two front processes over one model process;
+- `two whole servers`: two --workers 1 servers sharing the ports (--reuse-port), each
+  with its own model and batcher (the other design: on a GPU, two copies of the model).
+Then the same doors with a model that costs almost nothing (the tests' tiny model), for
+1 and 2 fronts: what the doors alone can carry here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+
+from bench.common.c_loads import http_one_at_a_time, run_h2load, write_grpc_body
+from bench.common.context import say
+from bench.common.reviews import data_path, sample_test_reviews
+from bench.common.server_proc import ServerProcess, free_port
+from imdb_sentiment_client.bench import percentile
+from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from server.config import DEFAULT_MODEL_DIR
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO_ROOT / "reports" / "bench" / "doors.json"
+TARGET_WORDS = 141
+CONCURRENCY = 64
+FULL = {"rounds": 3, "load_s": 10, "c1_s": 4}
+QUICK = {"rounds": 1, "load_s": 2, "c1_s": 1}
+
+VARIANTS = {
+    "one process": [{"workers": 1}],
+    "fronts + model process": [{"workers": 2}],
+    "two whole servers": [{"workers": 1, "reuse_port": True}] * 2,
+}
+
+
+def pick_review(reviews: list[str]) -> str:
+    return min(reviews, key=lambda r: abs(len(r.split()) - TARGET_WORDS))
+
+
+def run_wrk(port: int, review: str, connections: int, duration_s: float, work: Path) -> dict:
+    """wrk POSTing {"review": ...} to /predict over `connections` keep-alive connections."""
+    script = work / "post.lua"
+    body = json.dumps({"review": review})
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    done = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration_s:g}s", "--latency",
+         "-s", str(script), f"http://127.0.0.1:{port}/predict"],
+        capture_output=True, text=True, timeout=duration_s + 60,
+    )  # fmt: skip
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    if not rate:
+        raise RuntimeError(f"cannot read wrk's output:\n{done.stdout}{done.stderr}")
+    return {
+        "concurrency": connections,
+        "rpc_per_s": float(rate.group(1)),
+        "http_errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def grpc_one_at_a_time(port: int, review: str, duration_s: float) -> dict:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+        request = sentiment_pb2.PredictRequest(reviews=[review])
+        latencies_ms = []
+        started_s = time.perf_counter()
+        while time.perf_counter() - started_s < duration_s:
+            call_started_s = time.perf_counter()
+            stub.Predict(request, timeout=10)
+            latencies_ms.append(1000 * (time.perf_counter() - call_started_s))
+    latencies_ms.sort()
+    return {"calls": len(latencies_ms), "p50_ms": round(percentile(latencies_ms, 0.5), 3)}
+
+
+def measure_variant(servers: list[ServerProcess], review: str, plan: dict, work: Path) -> dict:
+    grpc_port, http_port = servers[0].port, servers[0].settings["http_port"]
+    body = write_grpc_body(review, work / "body.bin")
+    h2 = run_h2load(grpc_port, body, CONCURRENCY, plan["load_s"])
+    if h2["http_errors"] or h2["succeeded"] != h2["requests"]:
+        say(f"    h2load saw failures: {h2}")
+    http = run_wrk(http_port, review, CONCURRENCY, plan["load_s"], work)
+    grpc_c1 = grpc_one_at_a_time(grpc_port, review, plan["c1_s"])
+    http_c1 = http_one_at_a_time(http_port, [review], plan["c1_s"])
+    return {
+        "grpc_c64": h2["rpc_per_s"],
+        "http_c64": http["rpc_per_s"],
+        "grpc_c1_p50_ms": grpc_c1["p50_ms"],
+        "http_c1_p50_ms": http_c1["latency_ms"]["p50"],
+        "errors": h2["http_errors"] + http["http_errors"],
+    }
+
+
+def start_variant(stack: ExitStack, model_dir: Path, settings_list, work: Path, name: str):
+    port, http_port = free_port(), free_port()
+    servers = []
+    for index, settings in enumerate(settings_list):
+        log = work / f"{name.replace(' ', '-')}-{index}.log"
+        server = ServerProcess(
+            model_dir,
+            log,
+            {"http_port": http_port, "poll_s": 0, **settings},
+            port=port,
+        )
+        stack.callback(server.stop)
+        servers.append(server)
+    return servers
+
+
+def measure(model_dir: Path, review: str, plan: dict, work: Path, variants: dict) -> dict:
+    rounds: dict[str, list[dict]] = {name: [] for name in variants}
+    with ExitStack() as stack:
+        running = {
+            name: start_variant(stack, model_dir, settings, work, name)
+            for name, settings in variants.items()
+        }
+        for servers in running.values():
+            for server in servers:
+                server.wait_until_serving()
+        for servers in running.values():  # warm every door once
+            measure_variant(servers, review, {"load_s": 2, "c1_s": 1}, work)
+        for number in range(plan["rounds"]):
+            order = list(running) if number % 2 == 0 else list(reversed(running))
+            for name in order:
+                result = measure_variant(running[name], review, plan, work)
+                rounds[name].append(result)
+                say(f"  round {number + 1} {name}: {result}")
+    return {name: summarise(results) for name, results in rounds.items()}
+
+
+def summarise(results: list[dict]) -> dict:
+    summary = {}
+    for key in ("grpc_c64", "http_c64", "grpc_c1_p50_ms", "http_c1_p50_ms"):
+        values = [r[key] for r in results]
+        summary[key] = {
+            "median": round(statistics.median(values), 3),
+            "min": min(values),
+            "max": max(values),
+        }
+    summary["errors"] = sum(r["errors"] for r in results)
+    summary["grpc_over_http_c64"] = round(
+        statistics.median(r["grpc_c64"] / r["http_c64"] for r in results), 3
+    )
+    return summary
+
+
+def tiny_model_dir(work: Path) -> Path:
+    """The tests' tiny model (vocabulary 500, 8 units): a batch costs next to nothing."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.conftest import build_tiny_model_version
+
+    model_dir = work / "tiny" / "imdb-lstm"
+    build_tiny_model_version(model_dir / "1", version=1)
+    return model_dir
+
+
+def judge(results: dict) -> list[dict]:
+    one, fronts = results["served"]["one process"], results["served"]["fronts + model process"]
+    rows = [
+        ("gRPC c=64 / HTTP c=64, fronts", fronts["grpc_over_http_c64"], ">= 0.90"),
+        (
+            "gRPC c=64, fronts / one process",
+            round(fronts["grpc_c64"]["median"] / one["grpc_c64"]["median"], 3),
+            ">= 1.6",
+        ),
+        (
+            "gRPC c=1 p50, fronts - one process (ms)",
+            round(fronts["grpc_c1_p50_ms"]["median"] - one["grpc_c1_p50_ms"]["median"], 3),
+            "<= 0.3",
+        ),
+        (
+            "HTTP c=1 p50, fronts - one process (ms)",
+            round(fronts["http_c1_p50_ms"]["median"] - one["http_c1_p50_ms"]["median"], 3),
+            "<= 0.3",
+        ),
+    ]
+    judged = []
+    for check, value, bar in rows:
+        op, limit = bar.split()
+        passed = value >= float(limit) if op == ">=" else value <= float(limit)
+        judged.append({"check": check, "measured": value, "bar": bar, "pass": passed})
+    return judged
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| server | gRPC c=64 calls/s | HTTP c=64 calls/s | gRPC/HTTP | gRPC c=1 p50 ms | "
+        "HTTP c=1 p50 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, table in (("served", results["served"]), ("tiny", results.get("tiny", {}))):
+        for name, s in table.items():
+
+            def cell(key, s=s):
+                v = s[key]
+                return f"{v['median']:,.0f} ({v['min']:,.0f}-{v['max']:,.0f})"
+
+            def ms(key, s=s):
+                return f"{s[key]['median']:.2f}"
+
+            label = name if model == "served" else f"{name}, tiny model"
+            lines.append(
+                f"| {label} | {cell('grpc_c64')} | {cell('http_c64')} | "
+                f"{s['grpc_over_http_c64']:.2f} | {ms('grpc_c1_p50_ms')} | {ms('http_c1_p50_ms')} |"
+            )
+    lines += ["", "| check | measured | bar | |", "|---|---|---|---|"]
+    for row in results["acceptance"]:
+        verdict = "PASS" if row["pass"] else "FAIL"
+        lines.append(f"| {row['check']} | {row['measured']} | {row['bar']} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.doors", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--data", help="aclImdb .tar.gz or directory")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--rounds", type=int, help="default: 3 (1 with --quick)")
+    args = parser.parse_args(argv)
+    for tool in ("h2load", "wrk"):
+        if shutil.which(tool) is None:
+            print(f"bench.doors: {tool} not found (Debian: nghttp2-client, wrk)", file=sys.stderr)
+            return 2
+    plan = (
+        {"rounds": 1, "load_s": 2, "c1_s": 1}
+        if args.quick
+        else {"rounds": 3, "load_s": 10, "c1_s": 4}
+    )
+    if args.rounds:
+        plan["rounds"] = args.rounds
+    sample = sample_test_reviews(data_path(args.data), 200, 0)
+    review = pick_review(sample.reviews)
+    started_s = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sentiment-doors-") as work:
+        work = Path(work)
+        say(f"doors: one {len(review.split())}-word review a call, {plan}")
+        served = measure(args.model_dir, review, plan, work, VARIANTS)
+        tiny_variants = {k: VARIANTS[k] for k in ("one process", "fronts + model process")}
+        say("doors with the tiny model")
+        tiny = measure(tiny_model_dir(work), review, plan, work, tiny_variants)
+    results = {
+        "plan": plan,
+        "review_words": len(review.split()),
+        "served": served,
+        "tiny": tiny,
+        "elapsed_s": round(time.monotonic() - started_s, 1),
+    }
+    results["acceptance"] = judge(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
