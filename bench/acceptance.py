@@ -241,6 +241,17 @@ def judge(results: dict, elapsed_s: float) -> list[dict]:
     ]
     if "protocol_doors" in results:
         checks += protocol_door_checks(results["protocol_doors"])
+    for row in results.get("doors", {}).get("acceptance", []):
+        operator, bound = row["bar"].split()
+        checks.append(
+            verdict(
+                f"--workers: {row['check']}",
+                row["measured"],
+                float(bound),
+                operator == "<=",
+                "bench/doors.py: medians of rounds in turns",
+            )
+        )
     return checks + [
         verdict(
             "unary c=64 vs batching off (x)",

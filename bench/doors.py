@@ -234,6 +234,36 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_doors(ctx) -> dict:
+    """make bench's section: the doors of each design, on the run's model and reviews."""
+    plan = dict(QUICK if ctx.plan.load_s < 5 else FULL)
+    review = pick_review(ctx.reviews)
+    work = ctx.work_dir / "doors"
+    work.mkdir(exist_ok=True)
+    say(f"doors: one {len(review.split())}-word review a call, {plan}")
+    served = measure(ctx.model_dir, review, plan, work, VARIANTS)
+    say("doors with the tiny model")
+    tiny_variants = {k: VARIANTS[k] for k in ("one process", "fronts + model process")}
+    tiny = measure(tiny_model_dir(work), review, plan, work, tiny_variants)
+    results = {"plan": plan, "review_words": len(review.split()), "served": served, "tiny": tiny}
+    results["acceptance"] = judge(results)
+    return results
+
+
+def report_lines(doors: dict | None) -> list[str]:
+    if not doors:
+        return []
+    return [
+        "",
+        "## The doors across processes (--workers)",
+        "",
+        f"One {doors['review_words']}-word review a call; medians (min-max) of "
+        f"{doors['plan']['rounds']} rounds, the variants in turns (bench/doors.py).",
+        "",
+        markdown(doors),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.doors", description=__doc__.split("\n")[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import protocol_doors
+from bench import doors, protocol_doors
 from bench.paths import ratio_by_round
 
 MIB = 1024 * 1024
@@ -207,6 +207,7 @@ def render(results: dict) -> str:
         ),
         "",
         *protocol_doors.report_lines(results.get("protocol_doors")),
+        *doors.report_lines(results.get("doors")),
         "## Padding and grouping by length (the Keras path)",
         "",
         f"The shortest {padding['fraction_of_sample']:.0%} of the sample ({padding['reviews']} "

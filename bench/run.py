@@ -32,6 +32,7 @@ from bench.common.context import Context, say
 from bench.common.plan import FULL, QUICK
 from bench.common.reviews import data_path, sample_test_reviews, write_reviews
 from bench.common.seed_app import run_load, start_seed_app
+from bench.doors import measure_doors
 from bench.limit import batch_sizes_up_to, best
 from bench.loads import measure_batching
 from bench.protocol_doors import measure_protocol_doors
@@ -174,6 +175,7 @@ def run(ctx: Context, sample_description: dict) -> dict:
     in_process = measure_in_process(ctx, defaults["max_batch_size"], largest)
     batching_on, batching_off = measure_batching(ctx)
     protocol_doors = measure_protocol_doors(ctx)
+    doors = measure_doors(ctx)
     seed_flask = measure_seed_flask(ctx)
     tuning = measure_tuning(ctx, defaults)
     return {
@@ -194,6 +196,7 @@ def run(ctx: Context, sample_description: dict) -> dict:
         "memory": batching_on["memory"],
         "tuning": tuning,
         "protocol_doors": protocol_doors,
+        "doors": doors,
     }
 
 

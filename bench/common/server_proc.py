@@ -101,6 +101,9 @@ class ServerProcess:
             "device": "cpu",
             "stats_interval_s": 0,
             "log_level": "WARNING",
+            # One process unless a measurement asks for --workers (bench.doors does): the
+            # measurements from before --workers keep measuring what they measured.
+            "workers": 1,
             **settings,
         }
         argv = [_flag(name, value) for name, value in flags.items()]
