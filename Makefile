@@ -19,6 +19,7 @@ PRESET  ?= student
 HOST    ?= localhost
 PORT    ?= 50051
 HTTP_PORT ?= 8080
+WORKERS ?= 0
 
 IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
@@ -43,8 +44,9 @@ $(NODE_STAMP): package.json package-lock.json
 $(NODE_EXAMPLE_STAMP): examples/node/package.json examples/node/package-lock.json
 	cd examples/node && npm ci --no-audit --no-fund --silent
 
+# WORKERS front processes over one model process (server/processes/); 0: one per core.
 serve: $(STAMP)
-	$(BIN)/sentiment-server --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT)
+	$(BIN)/sentiment-server --host $(HOST) --port $(PORT) --http-port $(HTTP_PORT) --workers $(WORKERS)
 
 # The image tests (marker `image`: tests/test_image.py, tests/test_kube_play.py) build and run
 # the container, minutes cold; they run in `make test-image`, and in CI after `make test`.
