@@ -215,3 +215,16 @@ def test_sigterm_drains_every_process_then_exits_0(tiny_model_dir):
     for pid in (*fronts, model):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [("max 100000", None), ("150000 100000", 2)])
+def test_default_workers_follow_the_cores_and_the_container_s_cpu_limit(
+    tmp_path, cpu_max, expected
+):
+    from server.processes.supervisor import default_workers
+
+    cores = len(os.sched_getaffinity(0))
+    limit = tmp_path / "cpu.max"
+    limit.write_text(cpu_max + "\n")
+    assert default_workers(str(limit)) == (cores if expected is None else min(cores, expected))
+    assert default_workers(str(tmp_path / "absent")) == cores

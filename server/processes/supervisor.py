@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -47,12 +48,20 @@ CRASH_LOOP_S = 5.0
 RESTART_PAUSE_S = 0.2
 
 
-def default_workers() -> int:
-    """One front per core this process may run on."""
+def default_workers(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """One front per core this process may use: the cores it may run on, or fewer if its
+    cgroup's CPU quota (a container's CPU limit) allows fewer."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open(cpu_max).read().split()
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
