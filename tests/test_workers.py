@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -126,8 +127,17 @@ def test_a_front_killed_mid_load_is_replaced_and_retries_cover_its_calls(tiny_mo
         os.kill(fronts[1], 0)  # the other front was left alone
 
 
+def readyz(http_port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 def test_a_killed_model_process_fails_calls_at_once_then_comes_back(tiny_model_dir):
-    with ServerSubprocess(*flags(tiny_model_dir)) as server:
+    http_port = free_port()
+    with ServerSubprocess(*flags(tiny_model_dir, "--http-port", str(http_port))) as server:
         target = f"127.0.0.1:{server.wait_until_serving()}"
         fronts, model = pids(server)
         predict(target, REVIEWS)
@@ -139,12 +149,14 @@ def test_a_killed_model_process_fails_calls_at_once_then_comes_back(tiny_model_d
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() - started < 2.0
         assert health(target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert readyz(http_port) == 503
         wait_until(
             lambda: health(target) == health_pb2.HealthCheckResponse.SERVING,
             timeout_s=120,
             what="SERVING again after the model process restarted",
         )
         assert len(predict(target, REVIEWS).predictions) == 4
+        assert readyz(http_port) == 200
         for pid in fronts:
             os.kill(pid, 0)  # the fronts were not restarted
 

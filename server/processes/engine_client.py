@@ -71,8 +71,9 @@ class EngineClient:
 
     def __getattr__(self, name: str):
         if name in wire.DESCRIBED:
-            if self._description is None:
-                raise ModelUnavailableError("the model process has not described its model yet")
+            # Not the last one known: while the model process is away there is no model.
+            if not self.connected:
+                raise ModelUnavailableError("the model process is not running; retry")
             return self._description[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
