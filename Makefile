@@ -25,7 +25,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test test-image image lint lint-imports format proto proto-check proto-lint proto-breaking train teacher train-seed eval data bench bench-quick soak soak-quick soak-long native-leaks kill-test slowdown explain-eval explain-bench clean
+.PHONY: install serve test test-image image lint lint-imports format proto proto-check proto-lint proto-breaking train teacher train-seed eval data bench bench-quick bench-protocol bench-doors soak soak-quick soak-long native-leaks kill-test slowdown explain-eval explain-bench clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
@@ -153,6 +153,11 @@ bench-quick: $(STAMP)
 # POST /predict at c=1 and c=64, alone; make bench and bench-quick measure them too.
 bench-protocol: $(STAMP)
 	$(BIN)/python -m bench.protocol_doors
+
+# The gRPC and HTTP doors of one process, of --workers 2 and of two whole servers on one port,
+# in turns (bench/doors.py; also a section of make bench).
+bench-doors: $(STAMP)
+	$(BIN)/python -m bench.doors
 
 # 100,000+ mixed requests at concurrency >= 128 on loopback; reports lost requests and RSS.
 soak: $(STAMP)
