@@ -25,7 +25,7 @@ IMDB_URL    := https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz
 # Published SHA-256 of aclImdb_v1.tar.gz.
 IMDB_SHA256 := c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe
 
-.PHONY: install serve test test-image image lint lint-imports format proto proto-check proto-lint proto-breaking train teacher train-seed eval data bench bench-quick bench-protocol bench-doors soak soak-quick soak-long native-leaks kill-test slowdown explain-eval explain-bench clean
+.PHONY: install serve test test-image image lint lint-imports format proto proto-check proto-lint proto-breaking train teacher train-seed eval data bench bench-quick bench-protocol bench-doors soak soak-quick soak-long soak-long-workers native-leaks kill-test slowdown explain-eval explain-bench clean
 
 install: $(STAMP)
 # One pip command, so the resolver takes the server's imdb-sentiment-client from ./client.
@@ -170,6 +170,12 @@ soak-quick: $(STAMP)
 soak-long: $(STAMP)
 	$(BIN)/python -m bench.soak --long --json-out reports/soak/long.json \
 		--plot-out reports/soak/memory-long.svg
+
+# The same with two fronts over one model process, each front replaced after 100,000 calls:
+# RSS summed over every process (issue #27's bound on memory that creeps).
+soak-long-workers: $(STAMP)
+	$(BIN)/python -m bench.soak --long --workers 2 --max-calls-per-worker 100000 \
+		--json-out reports/soak/long-workers.json --plot-out reports/soak/memory-long-workers.svg
 
 # Each kind of the soak's mix alone under heaptrack: the native bytes each kind leaves behind.
 native-leaks: $(STAMP)

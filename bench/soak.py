@@ -238,9 +238,11 @@ def soak(
     seed: int,
     reviews: list[str],
     weights: dict[str, int] | None = None,
+    server_settings: dict | None = None,
 ) -> dict:
     defaults = ServerConfig()
-    server = ServerProcess(model_dir, work_dir / "server.log", {"log_level": "WARNING"})
+    settings = {"log_level": "WARNING", **(server_settings or {})}
+    server = ServerProcess(model_dir, work_dir / "server.log", settings)
     try:
         server.wait_until_serving()
         rss = {"start": float(server.memory_bytes()["rss_bytes"])}
@@ -321,6 +323,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, help="also write the report here as JSON")
     parser.add_argument("--work-dir", type=Path, help="server log goes here (default: a temp dir)")
     parser.add_argument("--plot-out", type=Path, help="draw the memory curve here (SVG or PNG)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the server's --workers (RSS summed over all)"
+    )
+    parser.add_argument(
+        "--max-calls-per-worker", type=int, default=0, help="the server's front recycling"
+    )
     return parser.parse_args(argv)
 
 
@@ -345,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = args.work_dir or Path(temp)
         work_dir.mkdir(parents=True, exist_ok=True)
         weights = {args.only: 1} if args.only else None
-        report = soak(plan, args.model_dir, work_dir, args.seed, reviews, weights)
+        server_settings = {
+            "workers": args.workers,
+            "max_calls_per_worker": args.max_calls_per_worker,
+        }
+        report = soak(plan, args.model_dir, work_dir, args.seed, reviews, weights, server_settings)
     print(format_report(report))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

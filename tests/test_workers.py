@@ -161,7 +161,9 @@ def test_a_killed_model_process_fails_calls_at_once_then_comes_back(tiny_model_d
             os.kill(pid, 0)  # the fronts were not restarted
 
 
-def test_fronts_are_recycled_after_their_call_budget_losing_no_call(tiny_model_dir):
+def test_fronts_are_recycled_after_their_call_budget_and_the_client_library_s_calls_succeed(
+    tiny_model_dir,
+):
     extra = ("--max-calls-per-worker", "150")
     with ServerSubprocess(*flags(tiny_model_dir, *extra)) as server:
         target = f"127.0.0.1:{server.wait_until_serving()}"

@@ -57,6 +57,31 @@ def read_memory_bytes(pid: int) -> dict[str, int]:
     return memory
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc/<pid>/task/<tid>/children (Linux)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            for child in children.read_text().split():
+                found += [int(child), *descendants(int(child))]
+        except OSError:  # a thread or process that ended meanwhile
+            continue
+    return found
+
+
+def tree_memory_bytes(pid: int) -> dict[str, int]:
+    """read_memory_bytes summed over `pid` and its descendants still alive."""
+    total: dict[str, int] = {}
+    for member in [pid, *descendants(pid)]:
+        try:
+            memory = read_memory_bytes(member)
+        except (OSError, ValueError):
+            continue
+        for name, value in memory.items():
+            total[name] = total.get(name, 0) + value
+    return total
+
+
 def _flag(name: str, value: object) -> str:
     flag = name.replace("_", "-")
     if isinstance(value, bool):  # sentiment-server's booleans are --flag / --no-flag
@@ -165,7 +190,8 @@ class ServerProcess:
         return calls
 
     def memory_bytes(self) -> dict[str, int]:
-        return read_memory_bytes(self.process.pid)
+        """Summed over the server and its children (--workers: the fronts and the model)."""
+        return tree_memory_bytes(self.process.pid)
 
     def counters(self) -> dict[str, float]:
         """The batcher's batch and review counters, scraped from /metrics."""
