@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,24 +42,29 @@ class Element:
 def descriptor(proto: Path, root: Path = PROTOS) -> descriptor_pb2.FileDescriptorProto:
     """The file's descriptor with comments, from protoc; `proto` is under `root`, the import
     root (protos/)."""
-    from grpc_tools import protoc
-
     includes = str(importlib.resources.files("grpc_tools") / "_proto")
     relative = proto.resolve().relative_to(root.resolve())
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "descriptors.pb")
-        status = protoc.main(
+        # In a process of its own: grpc_tools' protoc run in a process that has loaded other
+        # protobuf descriptors (the test suite's) crashed it with a segmentation fault.
+        done = subprocess.run(
             [
-                "protoc",
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
                 f"-I{root}",
                 f"-I{includes}",
                 f"--descriptor_set_out={out}",
                 "--include_source_info",
                 str(relative),
-            ]
+            ],
+            capture_output=True,
+            text=True,
         )
+        status = done.returncode
         if status != 0:
-            raise RuntimeError(f"protoc could not read {proto} (exit {status})")
+            raise RuntimeError(f"protoc could not read {proto} (exit {status}): {done.stderr}")
         files = descriptor_pb2.FileDescriptorSet.FromString(Path(out).read_bytes()).file
     return next(f for f in files if f.name == str(relative))
 
