@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import re
 import shutil
 import statistics
@@ -95,7 +96,8 @@ def run_wrk(port: int, path: str, body: bytes, connections: int, duration_s: flo
         f"wrk.body = {json.dumps(body.decode())}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
-    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration_s:g}s", "--latency"]
+    command = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, math.ceil(duration_s))}s"]
+    command.append("--latency")  # whole seconds: wrk refuses a fraction
     done = subprocess.run(
         [*command, "-s", str(script), f"http://127.0.0.1:{port}{path}"],
         capture_output=True,

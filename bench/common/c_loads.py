@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -66,8 +67,8 @@ def run_h2load(
     connections = min(4, concurrency)
     command = [
         "h2load",
-        "--duration",
-        f"{duration_s:g}",
+        "--duration",  # whole seconds: h2load refuses a fraction ("-D: value error 0.5")
+        str(max(1, math.ceil(duration_s))),
         "--warm-up-time",
         f"{warm_up_s:g}",
         "--clients",
