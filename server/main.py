@@ -421,8 +421,12 @@ async def run_role(config: ServerConfig, argv: list[str]) -> None:
         workers = config.workers or supervisor.default_workers()
         if workers == 1:
             await serve(config)
-        elif await supervisor.supervise(argv, config, workers):
-            raise StartupError("a child process failed at start (its log says why)")
+        else:
+            status = await supervisor.supervise(argv, config, workers)
+            if status == supervisor.INTERRUPTED:
+                raise KeyboardInterrupt  # main() logs "interrupted during start-up", exits 130
+            if status:
+                raise StartupError("a child process failed at start (its log says why)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -242,3 +242,13 @@ def test_default_workers_follow_the_cores_and_the_container_s_cpu_limit(
     limit.write_text(cpu_max + "\n")
     assert default_workers(str(limit)) == (cores if expected is None else min(cores, expected))
     assert default_workers(str(tmp_path / "absent")) == cores
+
+
+def test_a_stop_before_every_process_serves_exits_130_at_once(tiny_model_dir):
+    with ServerSubprocess(*flags(tiny_model_dir)) as server:
+        server.wait_for_line(re.compile(r"settings: "))
+        server.process.send_signal(signal.SIGTERM)
+        status = server.wait(timeout_s=60)
+    assert status == 130, server.log
+    assert "interrupted during start-up" in server.log and "serving on" not in server.log
+    assert "never retrieved" not in server.log

@@ -45,6 +45,7 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MODEL_ROLE, FRONT_ROLE = "model", "front"
 # A child that dies this soon after starting, again and again, is not restarted forever.
 CRASH_LOOP_S = 5.0
+INTERRUPTED = 130  # the exit status of a stop during start-up, as one process gives
 RESTART_PAUSE_S = 0.2
 
 
@@ -233,9 +234,11 @@ class Supervisor:
         model = await self.start_child(MODEL_ROLE)
         fronts = [await self.start_child(FRONT_ROLE) for _ in range(workers)]
         waiting = [asyncio.create_task(c.ready.wait()) for c in (model, *fronts)]
+        all_ready = asyncio.gather(*waiting)
         stopped = asyncio.create_task(self._stop_event.wait())
-        await asyncio.wait([stopped, asyncio.gather(*waiting)], return_when="FIRST_COMPLETED")
-        if not stopped.done():
+        await asyncio.wait([stopped, all_ready], return_when="FIRST_COMPLETED")
+        interrupted = not all_ready.done()
+        if not interrupted:
             logger.info(
                 "serving on %s:%d with %d front processes (pids %s) and a model process (pid %d)",
                 self.config.host,
@@ -245,12 +248,13 @@ class Supervisor:
                 model.process.pid,
             )
         await stopped
-        for task in waiting:
-            task.cancel()
+        all_ready.cancel()
+        await asyncio.gather(all_ready, return_exceptions=True)
         await self.stop()
         if self._failed is not None:
             return 1
-        return 0
+        # Stopped before every child served: as one process stopped during its start-up.
+        return INTERRUPTED if interrupted else 0
 
     async def stop(self) -> None:
         """SIGTERM to the fronts (they drain), then to the model process."""
