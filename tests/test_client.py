@@ -197,14 +197,14 @@ def test_load_balancing_and_reconnect_backoff_reach_the_channel_options():
     service_config = json.loads(options["grpc.service_config"])
     assert service_config["loadBalancingConfig"] == [{"pick_first": {}}]  # gRPC's default
     assert options["grpc.max_reconnect_backoff_ms"] == 5000  # not gRPC's 120 s
-    assert options["grpc.initial_reconnect_backoff_ms"] == 1000
-    config = ClientConfig(load_balancing="round_robin", max_reconnect_backoff_s=0.25)
+    assert options["grpc.initial_reconnect_backoff_ms"] == 100  # not gRPC's 1 s
+    config = ClientConfig(load_balancing="round_robin", max_reconnect_backoff_s=0.05)
     options = dict(config.channel_options())
     service_config = json.loads(options["grpc.service_config"])
     assert service_config["loadBalancingConfig"] == [{"round_robin": {}}]
-    assert service_config["methodConfig"][0]["retryPolicy"]["maxAttempts"] == 4
-    assert options["grpc.initial_reconnect_backoff_ms"] == 250  # never above the cap
-    assert options["grpc.max_reconnect_backoff_ms"] == 250
+    assert service_config["methodConfig"][0]["retryPolicy"]["maxAttempts"] == 5
+    assert options["grpc.initial_reconnect_backoff_ms"] == 50  # never above the cap
+    assert options["grpc.max_reconnect_backoff_ms"] == 50
 
 
 def test_tls_needs_cert_and_key_together():
@@ -309,32 +309,36 @@ def test_round_robin_spreads_calls_over_every_address_of_the_target(load_balanci
         assert calls == [0, 20]
 
 
-def _connection_attempts(max_reconnect_backoff_s: float, window_s: float = 2.5) -> int:
-    """How often a client reconnects to a lost server within `window_s`: a listener on the
-    server's port accepts each attempt and closes it at once, so every attempt fails."""
+def _connection_gaps(max_reconnect_backoff_s: float, window_s: float) -> list[float]:
+    """The seconds between a client's attempts to reconnect to a lost server within
+    `window_s` (the first: from when the server is back): a listener on the server's port
+    accepts each attempt and closes it at once, so every attempt fails."""
     port = closed_port()
     with SentimentClient(
         f"127.0.0.1:{port}", retry=None, max_reconnect_backoff_s=max_reconnect_backoff_s
     ) as client:
         with pytest.raises(UnavailableError):
             client.predict(["good"])  # the first attempt: refused, the backoff begins
-        attempts = 0
+        attempts = []
         with socket.create_server(("127.0.0.1", port)) as listener:
-            listener.settimeout(0.1)
-            ends_s = time.monotonic() + window_s
+            listener.settimeout(0.05)
+            attempts.append(time.monotonic())
+            ends_s = attempts[0] + window_s
             while time.monotonic() < ends_s:
                 with contextlib.suppress(TimeoutError):
                     connection, _ = listener.accept()
                     connection.close()
-                    attempts += 1
-    return attempts
+                    attempts.append(time.monotonic())
+    return [later - earlier for earlier, later in zip(attempts, attempts[1:])]
 
 
 def test_a_lost_server_is_tried_again_at_least_every_max_reconnect_backoff_s():
-    # 0.25 s apart: about 9 attempts in 2.5 s (5 leaves room for a busy machine). gRPC's own
-    # backoff (1 s, growing 1.6x) makes 1 or 2: a server that came back would wait that long.
-    assert _connection_attempts(max_reconnect_backoff_s=0.25) >= 5
-    assert _connection_attempts(max_reconnect_backoff_s=120) <= 2
+    # 0.25 s apart (jitter: +-20%): about 9 attempts in 2.5 s, 5 leaving room for a busy
+    # machine. Uncapped, the backoff grows 1.6x from 0.1 s: past 0.6 s by its sixth attempt.
+    capped = _connection_gaps(max_reconnect_backoff_s=0.25, window_s=2.5)
+    assert len(capped) >= 5 and max(capped) < 0.6, capped
+    uncapped = _connection_gaps(max_reconnect_backoff_s=120, window_s=4)
+    assert max(uncapped) > 0.6, uncapped
 
 
 def test_token_is_sent_as_bearer_metadata_on_every_call():
