@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import shutil
 import socket
@@ -329,7 +330,7 @@ def _connection_gaps(max_reconnect_backoff_s: float, window_s: float) -> list[fl
                     connection, _ = listener.accept()
                     connection.close()
                     attempts.append(time.monotonic())
-    return [later - earlier for earlier, later in zip(attempts, attempts[1:])]
+    return [later - earlier for earlier, later in itertools.pairwise(attempts)]
 
 
 def test_a_lost_server_is_tried_again_at_least_every_max_reconnect_backoff_s():
