@@ -324,7 +324,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, help="server log goes here (default: a temp dir)")
     parser.add_argument("--plot-out", type=Path, help="draw the memory curve here (SVG or PNG)")
     parser.add_argument(
-        "--workers", type=int, default=1, help="the server's --workers (RSS summed over all)"
+        "--workers",
+        type=int,
+        default=1,
+        help="the server's --workers (RSS summed over all, less a recycled front leaving)",
     )
     parser.add_argument(
         "--max-calls-per-worker", type=int, default=0, help="the server's front recycling"

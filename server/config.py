@@ -285,8 +285,9 @@ SETTINGS = (
         _integer,
         _between(0, 2**62),
         "with --workers other than 1: replace a front process after it has taken this many "
-        "calls (its successor takes calls first, so none is lost), which bounds any memory "
-        "it gains per call; 0: never",
+        "calls, which bounds any memory it gains per call; its successor takes calls first, "
+        "then it stops listening and its clients move over as their connections age out "
+        "(at most 5 s), so none is lost; 0: never",
     ),
     Setting(
         "reuse_port",

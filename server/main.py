@@ -42,7 +42,7 @@ from server.observability.metrics import (
     multiprocess_registry,
     start_metrics_server,
 )
-from server.processes import supervisor
+from server.processes import retire, supervisor
 from server.processes.engine import EngineListener
 from server.processes.engine_client import EngineClient
 from server.scoring.versions import ModelManager
@@ -72,6 +72,7 @@ class SentimentServer:
     servicer: SentimentServicer | None = None  # told to refuse new calls when the drain begins
     # In a front process (--workers): the model process's batcher and model, over a socket.
     engine: EngineClient | None = None
+    port: int = 0  # the gRPC port, bound
 
     async def start(self) -> None:
         await self.grpc_server.start()
@@ -146,6 +147,21 @@ class SentimentServer:
         else:
             logger.info("stopped")
 
+    async def hand_over(self, stop_requested: asyncio.Event) -> None:
+        """A recycled front's first step out (server/processes/retire.py): no new connections;
+        serve until every open one has aged out to another front, or a stop is requested."""
+        closed = retire.close_listeners(self.port)
+        if self.http_api is not None:
+            await self.http_api.stop_listening()
+        window_s = retire.handover_window_s(connection_age_s(self.config, front=True))
+        logger.info(
+            "retiring: closed %d gRPC listener(s); serving %.1f s more while clients move",
+            closed,
+            window_s,
+        )
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop_requested.wait(), window_s)
+
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
 
@@ -185,7 +201,7 @@ async def create_server(
             # Without this a second server on a busy port would start and share it silently;
             # front processes share theirs on purpose (the supervisor checked it was free).
             ("grpc.so_reuseport", 1 if engine is not None or config.reuse_port else 0),
-            *connection_age_options(config),
+            *connection_age_options(connection_age_s(config, engine is not None), config.grace_s),
         ],
     )
     servicer = SentimentServicer(models, batcher, limits, explainer)
@@ -215,6 +231,7 @@ async def create_server(
         ) from exc
     logger.info("%s", security.describe(config))
     server = SentimentServer(grpc_server, batcher, health_servicer, models, config, metrics)
+    server.port = port
     server.explainer = explainer if engine is None else None
     server.servicer = servicer
     server.engine = engine
@@ -267,14 +284,24 @@ def build_core(
     return models, batcher, explainer
 
 
-def connection_age_options(config: ServerConfig) -> list[tuple[str, int]]:
+def connection_age_s(config: ServerConfig, front: bool = False) -> float:
+    """--max-connection-age-s; for a front that is recycled, at most RECYCLE_CONNECTION_AGE_S:
+    when it retires, its clients move to the other fronts as their connections age out."""
+    if front and config.max_calls_per_worker > 0:
+        if config.max_connection_age_s <= 0:
+            return retire.RECYCLE_CONNECTION_AGE_S
+        return min(config.max_connection_age_s, retire.RECYCLE_CONNECTION_AGE_S)
+    return config.max_connection_age_s
+
+
+def connection_age_options(age_s: float, grace_s: float) -> list[tuple[str, int]]:
     """gRPC clients re-resolve DNS only when a connection closes: closing each one after
     --max-connection-age-s lets round_robin clients of a headless Service find new pods."""
-    if config.max_connection_age_s <= 0:
+    if age_s <= 0:
         return []
     return [
-        ("grpc.max_connection_age_ms", round(1000 * config.max_connection_age_s)),
-        ("grpc.max_connection_age_grace_ms", round(1000 * config.grace_s)),
+        ("grpc.max_connection_age_ms", round(1000 * age_s)),
+        ("grpc.max_connection_age_grace_ms", round(1000 * grace_s)),
     ]
 
 
@@ -336,7 +363,14 @@ async def serve_front(config: ServerConfig) -> None:
     logger.info("front process taking calls on %s:%d", config.host, port)
     supervisor.tell_supervisor("ready")
     stop_requested = _stop_on_signals()
-    await stop_requested.wait()
+    retire_requested = asyncio.Event()  # the supervisor's RETIRE_SIGNAL: a successor serves
+    asyncio.get_running_loop().add_signal_handler(supervisor.RETIRE_SIGNAL, retire_requested.set)
+    waits = [asyncio.ensure_future(event.wait()) for event in (stop_requested, retire_requested)]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    if retire_requested.is_set() and not stop_requested.is_set():
+        await server.hand_over(stop_requested)
     logger.info("stop requested; draining for up to %.1f s", config.grace_s)
     await server.stop(config.grace_s)
 

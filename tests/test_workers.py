@@ -181,6 +181,61 @@ def test_fronts_are_recycled_after_their_call_budget_and_the_client_library_s_ca
         server.wait_for_line(re.compile(r"front-\d replaced by front-\d after its call budget"))
 
 
+def test_a_recycled_front_hands_its_clients_over_and_no_call_fails_even_without_retries(
+    tiny_model_dir,
+):
+    # gRPC's own stop() would end the calls it has read but not yet started with CANCELLED
+    # (grpc/grpc#41785); a retiring front stops listening, lets its connections age out
+    # (GOAWAY) and closes its HTTP connections after an answer, so callers that never retry
+    # see no failure: plain channels without retries, and one HTTP keep-alive session.
+    # (Stopping at once, as before, failed this test twice in two runs with CANCELLED.)
+    http_port = free_port()
+    extra = ("--max-calls-per-worker", "1000", "--http-port", str(http_port))
+    with ServerSubprocess(*flags(tiny_model_dir, *extra)) as server:
+        target = f"127.0.0.1:{server.wait_until_serving()}"
+
+        async def grpc_load():
+            channels = [
+                grpc.aio.insecure_channel(target, options=[("grpc.enable_retries", 0)])
+                for _ in range(8)
+            ]
+            stubs = [sentiment_pb2_grpc.SentimentServiceStub(c) for c in channels]
+            in_flight = asyncio.Semaphore(64)
+
+            async def one(i):
+                async with in_flight:
+                    request = sentiment_pb2.PredictRequest(reviews=[REVIEWS[i % 4]])
+                    try:
+                        await stubs[i % 8].Predict(request, timeout=20)
+                        return "ok"
+                    except grpc.RpcError as error:
+                        return f"{error.code().name}: {error.details()}"
+
+            outcomes = await asyncio.gather(*(one(i) for i in range(8000)))
+            for channel in channels:
+                await channel.close()
+            return outcomes
+
+        async def http_load():
+            import aiohttp
+
+            outcomes = []
+            async with aiohttp.ClientSession() as session:
+                for i in range(150):
+                    url = f"http://127.0.0.1:{http_port}/predict"
+                    async with session.post(url, json={"review": REVIEWS[i % 4]}) as response:
+                        outcomes.append("ok" if response.status == 200 else response.status)
+            return outcomes
+
+        async def both():
+            return await asyncio.gather(grpc_load(), http_load())
+
+        grpc_outcomes, http_outcomes = asyncio.run(both())
+        assert [o for o in grpc_outcomes if o != "ok"] == []
+        assert [o for o in http_outcomes if o != "ok"] == []
+        server.wait_for_line(re.compile(r"retiring: closed 1 gRPC listener"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -69,10 +69,38 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_memory_bytes(pid: int) -> dict[str, int]:
-    """read_memory_bytes summed over `pid` and its descendants still alive."""
+def _start_ticks(pid: int) -> int:
+    """When the process started, in clock ticks since boot (/proc/<pid>/stat's 22nd field)."""
+    after_name = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2]
+    return int(after_name.split()[19])
+
+
+def _is_front(pid: int) -> bool:
+    return b"SENTIMENT_PROCESS_ROLE=front" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
+def retiring_fronts(members: list[int], fronts: int) -> set[int]:
+    """The front processes beyond the `fronts` youngest: a recycled front's successor takes
+    calls before it leaves, so for a few seconds there is one front too many, the oldest."""
+    found = []
+    for member in members:
+        try:
+            if _is_front(member):
+                found.append((_start_ticks(member), member))
+        except OSError:  # ended meanwhile
+            continue
+    return {member for _, member in sorted(found)[: max(0, len(found) - fronts)]}
+
+
+def tree_memory_bytes(pid: int, fronts: int | None = None) -> dict[str, int]:
+    """read_memory_bytes summed over `pid` and its descendants still alive; with `fronts`
+    (--workers), less the fronts retiring (the memory a steady server holds)."""
     total: dict[str, int] = {}
-    for member in [pid, *descendants(pid)]:
+    members = [pid, *descendants(pid)]
+    if fronts is not None:
+        leaving = retiring_fronts(members, fronts)
+        members = [member for member in members if member not in leaving]
+    for member in members:
         try:
             memory = read_memory_bytes(member)
         except (OSError, ValueError):
@@ -190,8 +218,10 @@ class ServerProcess:
         return calls
 
     def memory_bytes(self) -> dict[str, int]:
-        """Summed over the server and its children (--workers: the fronts and the model)."""
-        return tree_memory_bytes(self.process.pid)
+        """Summed over the server and its children (--workers: the fronts and the model, not
+        a recycled front on its way out)."""
+        workers = int(self.settings.get("workers", 1))
+        return tree_memory_bytes(self.process.pid, fronts=workers if workers > 1 else None)
 
     def counters(self) -> dict[str, float]:
         """The batcher's batch and review counters, scraped from /metrics."""

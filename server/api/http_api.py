@@ -120,7 +120,9 @@ class HttpApi:
         self.max_body_bytes = max_body_bytes
         self._openapi = OPENAPI_PATH.read_bytes()
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._draining = False
+        self._retiring = False  # stop_listening() was called: every answer closes its connection
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -171,8 +173,16 @@ class HttpApi:
         except OSError as exc:
             await runner.cleanup()
             raise StartupError(f"cannot serve HTTP on {host}:{port}: {exc}") from exc
-        self._runner, self.port = runner, site.port
+        self._runner, self._site, self.port = runner, site, site.port
         return self.port
+
+    async def stop_listening(self) -> None:
+        """Takes no new connections, and closes each open one after its next answer, so its
+        client reconnects elsewhere (another front on the port); requests are still served."""
+        self._retiring = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
 
     async def stop(self, grace_s: float) -> None:
         """Answers 503 to new work, waits up to grace_s for requests in flight, then closes."""
@@ -197,15 +207,18 @@ class HttpApi:
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await handler(request)
+            response = await handler(request)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a ServiceError, aiohttp's 404/405/413, or a bug
-            return http_error_of(error).response()
+            response = http_error_of(error).response()
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+        if self._retiring:
+            response.force_close()
+        return response
 
     # -- routes --------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ the same command again as children, told their role by the environment:
 A child that dies is started again; the others go on (a front's callers retry; while
 the model process is away, fronts answer UNAVAILABLE and health is NOT_SERVING). A
 front that has taken --max-calls-per-worker calls asks to be replaced: its successor
-starts taking calls on the port first, then it drains and exits, losing none.
+starts taking calls on the port first, then the old one is sent RETIRE_SIGNAL: it hands its
+clients over (server/processes/retire.py), then drains and exits, losing none.
 SIGTERM drains the fronts, then stops the model process. Children tell the supervisor
 "ready" and "recycle" through a pipe (SENTIMENT_SUPERVISOR_FD).
 """
@@ -47,6 +48,7 @@ MODEL_ROLE, FRONT_ROLE = "model", "front"
 CRASH_LOOP_S = 5.0
 INTERRUPTED = 130  # the exit status of a stop during start-up, as one process gives
 RESTART_PAUSE_S = 0.2
+RETIRE_SIGNAL = signal.SIGUSR1  # to a front whose successor serves: hand over, then stop
 
 
 def default_workers(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
@@ -123,6 +125,7 @@ class Supervisor:
         self._stopping = False
         self._failed: StartupError | None = None
         self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()  # each child's pipe and watch, and recycles
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -166,8 +169,12 @@ class Supervisor:
         os.close(write_fd)
         child.started_s = time.monotonic()
         self.children.append(child)
-        asyncio.create_task(self._listen(child, read_fd), name=f"{name}-pipe")
-        asyncio.create_task(self._watch(child), name=f"{name}-watch")
+        for task in (
+            asyncio.create_task(self._listen(child, read_fd), name=f"{name}-pipe"),
+            asyncio.create_task(self._watch(child), name=f"{name}-watch"),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return child
 
     async def _listen(self, child: Child, read_fd: int) -> None:
@@ -183,7 +190,9 @@ class Supervisor:
                     child.ready.set()
                 elif word == "recycle" and not child.retired:
                     child.recycle.set()
-                    asyncio.create_task(self.replace(child), name=f"{child.name}-recycle")
+                    task = asyncio.create_task(self.replace(child), name=f"{child.name}-recycle")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
         finally:
             transport.close()
 
@@ -220,9 +229,9 @@ class Supervisor:
         new = await self.start_child(FRONT_ROLE)
         await new.ready.wait()
         old.retired = True
-        logger.info("%s replaced by %s after its call budget; draining it", old.name, new.name)
+        logger.info("%s replaced by %s after its call budget; retiring it", old.name, new.name)
         with contextlib.suppress(ProcessLookupError):
-            old.process.send_signal(signal.SIGTERM)
+            old.process.send_signal(RETIRE_SIGNAL)
 
     # -- running ------------------------------------------------------------------------
 
@@ -267,6 +276,11 @@ class Supervisor:
         for sock in self._reserved:
             sock.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        # Every child has exited; what still waits on one (a pipe's end of file) is done.
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _terminate(children: list[Child], grace_s: float) -> None:
