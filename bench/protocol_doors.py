@@ -45,7 +45,7 @@ from server.api.inference_protocol import MODEL_NAME, join_bytes
 MODEL_INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
 INFER_PATH = f"/v2/models/{MODEL_NAME}/infer"
 CONCURRENCIES = (1, 64)
-ROUNDS = 2
+ROUNDS = 4
 # Twins: (transport, native door, protocol door).
 PAIRS = (("grpc", "Predict", "ModelInfer"), ("http", "POST /predict", f"POST {INFER_PATH}"))
 _TIME_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

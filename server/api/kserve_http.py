@@ -54,6 +54,9 @@ class InferenceProtocolHttp:
     def routes(self) -> list[web.RouteDef]:
         models = ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
         return [
+            # The usual call's path, as a plain route: aiohttp finds it by a dictionary look-up
+            # (1 us) rather than trying the patterns below in turn (5 us).
+            web.post(f"/v2/models/{protocol.MODEL_NAME}/infer", self._answer(self.infer)),
             web.get("/v2", self._answer(self.server_metadata)),
             web.get("/v2/health/live", self._answer(self.live)),
             web.get("/v2/health/ready", self._answer(self.ready)),
@@ -93,7 +96,7 @@ class InferenceProtocolHttp:
         call, binary_outputs = inference_request_of(
             header,
             binary,
-            request.match_info["model"],
+            request.match_info.get("model", protocol.MODEL_NAME),
             request.match_info.get("version", ""),
         )
         result = await protocol.infer(
@@ -123,7 +126,9 @@ class InferenceProtocolHttp:
 
     def _check_model(self, request: web.Request) -> None:
         info = request.match_info
-        protocol.check_model(info["model"], info.get("version", ""), self._model.version)
+        protocol.check_model(
+            info.get("model", protocol.MODEL_NAME), info.get("version", ""), self._model.version
+        )
 
     def _refuse_if_draining(self) -> None:
         if not self._ready():
@@ -158,6 +163,9 @@ def inference_request_of(
 ) -> tuple[protocol.InferenceRequest, frozenset[str]]:
     """The protocol's plain request from the JSON header and binary data, and which outputs
     to answer in binary."""
+    usual = _usual_request(body, binary, model_name, model_version)
+    if usual is not None:
+        return usual, frozenset()
     body = _object(body, "the body")
     if "inputs" not in body:
         raise InvalidRequestError('the body has no "inputs"')
@@ -195,6 +203,37 @@ def inference_request_of(
         binary_outputs = set(protocol.OUTPUT_NAMES)
     call = protocol.InferenceRequest(model_name, model_version, request_id, tensors, outputs)
     return call, frozenset(binary_outputs)
+
+
+_USUAL_INPUT_KEYS = {"name", "datatype", "shape", "data"}
+
+
+def _usual_request(
+    body: Any, binary: bytes, model_name: str, model_version: str
+) -> protocol.InferenceRequest | None:
+    """The usual call, read without the general checks: {"inputs": [one input with "name",
+    "datatype", "shape" (integers) and flat text "data", nothing else]}, an optional text "id",
+    no binary data. None for anything else, which inference_request_of then reads in full.
+    """
+    if binary or type(body) is not dict or not 1 <= len(body) <= 2:
+        return None
+    inputs, request_id = body.get("inputs"), body.get("id", "")
+    if type(inputs) is not list or len(inputs) != 1 or type(request_id) is not str:
+        return None
+    if len(body) == 2 and "id" not in body:
+        return None
+    (item,) = inputs
+    if type(item) is not dict or item.keys() != _USUAL_INPUT_KEYS:
+        return None
+    name, datatype, shape, data = item["name"], item["datatype"], item["shape"], item["data"]
+    if type(name) is not str or type(datatype) is not str or type(data) is not list:
+        return None
+    if type(shape) is not list or any(type(d) is not int for d in shape):
+        return None
+    if any(type(element) is not str for element in data):
+        return None
+    tensor = protocol.InputTensor(name, datatype, tuple(shape), data)
+    return protocol.InferenceRequest(model_name, model_version, request_id, [tensor])
 
 
 def _input_tensor(item: dict, binary: bytes, offset: int) -> tuple[protocol.InputTensor, int]:
