@@ -25,6 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.processes.supervisor import FRONT_ROLE, ROLE_ENV
+
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
 # Samples read from /metrics: batches and reviews give the mean batch size, and the summed
@@ -76,7 +78,8 @@ def _start_ticks(pid: int) -> int:
 
 
 def _is_front(pid: int) -> bool:
-    return b"SENTIMENT_PROCESS_ROLE=front" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    role = f"{ROLE_ENV}={FRONT_ROLE}".encode()
+    return role in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
 
 def retiring_fronts(members: list[int], fronts: int) -> set[int]:
