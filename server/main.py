@@ -447,6 +447,8 @@ async def run_role(config: ServerConfig, argv: list[str]) -> None:
     """This process's part: the supervisor of --workers, one of its children, or the whole
     server in one process (--workers 1)."""
     role = os.environ.get(supervisor.ROLE_ENV)
+    if role in (supervisor.MODEL_ROLE, supervisor.FRONT_ROLE):
+        supervisor.stop_with_supervisor()
     if role == supervisor.MODEL_ROLE:
         await serve_model_process(config)
     elif role == supervisor.FRONT_ROLE:

@@ -3,9 +3,12 @@ find its port, signal it and collect its exit status."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +40,7 @@ class ServerSubprocess:
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
+            start_new_session=True,  # its own process group: __exit__ ends every child too
         )
         self._lines: queue.Queue[str] = queue.Queue()
         self._log: list[str] = []
@@ -47,8 +51,10 @@ class ServerSubprocess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        """SIGKILL to the command and anything it started that is still running (children
+        end with their supervisor by themselves; this is a test run's guard, not that)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(30)
 
     def _read(self) -> None:

@@ -307,3 +307,41 @@ def test_a_stop_before_every_process_serves_exits_130_at_once(tiny_model_dir):
     assert status == 130, server.log
     assert "interrupted during start-up" in server.log and "serving on" not in server.log
     assert "never retrieved" not in server.log
+
+
+def test_a_killed_supervisor_takes_its_children_with_it(tiny_model_dir):
+    """SIGKILL (or the OOM killer) gives the supervisor no time to stop its children: each was
+    told by the kernel to stop with it, and none goes on holding the ports and the model."""
+    with ServerSubprocess(*flags(tiny_model_dir)) as server:
+        port = server.wait_until_serving()
+        fronts, model = pids(server)
+        assert predict(f"127.0.0.1:{port}", REVIEWS).predictions
+        server.process.kill()
+        server.process.wait(30)
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # A zombie has ended; only its parent (now init) has yet to reap it.
+            return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z"
+
+        wait_until(lambda: all(gone(pid) for pid in (*fronts, model)), 30, "children to exit")
+    with socket.socket() as sock:  # the port is free again
+        sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("parent_alive", [True, False])
+def test_a_child_whose_supervisor_died_before_it_started_exits(parent_alive):
+    import subprocess
+    import sys
+
+    from server.processes.supervisor import PARENT_ENV
+
+    code = "from server.processes.supervisor import stop_with_supervisor; stop_with_supervisor()"
+    parent = os.getpid() if parent_alive else 2**22 + 1  # above Linux's largest pid
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, PARENT_ENV: str(parent)}, timeout=60
+    )
+    assert done.returncode == (0 if parent_alive else 1)

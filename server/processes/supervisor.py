@@ -16,13 +16,16 @@ front that has taken --max-calls-per-worker calls asks to be replaced: its succe
 starts taking calls on the port first, then the old one is sent RETIRE_SIGNAL: it hands its
 clients over (server/processes/retire.py), then drains and exits, losing none.
 SIGTERM drains the fronts, then stops the model process. Children tell the supervisor
-"ready" and "recycle" through a pipe (SENTIMENT_SUPERVISOR_FD).
+"ready" and "recycle" through a pipe (SENTIMENT_SUPERVISOR_FD). If the supervisor itself
+dies (SIGKILL, the OOM killer), the kernel sends each child SIGTERM: they drain and exit
+rather than hold the ports and the model's memory with nobody watching them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -43,12 +46,28 @@ SOCKET_ENV = "SENTIMENT_MODEL_SOCKET"
 PIPE_ENV = "SENTIMENT_SUPERVISOR_FD"
 WORKER_ENV = "SENTIMENT_WORKER_NAME"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PARENT_ENV = "SENTIMENT_SUPERVISOR_PID"
 MODEL_ROLE, FRONT_ROLE = "model", "front"
 # A child that dies this soon after starting, again and again, is not restarted forever.
 CRASH_LOOP_S = 5.0
 INTERRUPTED = 130  # the exit status of a stop during start-up, as one process gives
 RESTART_PAUSE_S = 0.2
 RETIRE_SIGNAL = signal.SIGUSR1  # to a front whose successor serves: hand over, then stop
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def stop_with_supervisor() -> None:
+    """In a child: be sent SIGTERM (and so drain and exit) when the supervisor dies, even by
+    SIGKILL or the OOM killer, so that no child outlives it holding the ports and the model's
+    memory (Linux's PR_SET_PDEATHSIG); exit at once if it died before this ran."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            logger.warning("cannot ask to stop with the supervisor: errno %d", ctypes.get_errno())
+    supervisor = os.environ.get(PARENT_ENV)
+    if supervisor and os.getppid() != int(supervisor):
+        logger.error("the supervisor (pid %s) is gone; exiting", supervisor)
+        sys.exit(1)
 
 
 def default_workers(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
@@ -161,6 +180,7 @@ class Supervisor:
                 PIPE_ENV: str(write_fd),
                 WORKER_ENV: name,
                 METRICS_DIR_ENV: self.metrics_dir,
+                PARENT_ENV: str(os.getpid()),
             }
         )
         child.process = await asyncio.create_subprocess_exec(
