@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -136,11 +138,19 @@ def build_report(
 
 
 def second_half_growth_mib(curve: list[dict], requests: int) -> float | None:
-    """RSS at the last reading minus RSS at the first reading from half-way on."""
+    """How much RSS grows over the readings from half-way on: the median of the slopes between
+    every two of them (Theil-Sen) times the span they cover. A leak moves every reading; one
+    reading taken while a recycled front and its successor overlap, or just after one left,
+    is a point off the line, and must not decide the figure as it would as an end point."""
     second_half = [point for point in curve if point["requests"] >= requests // 2]
     if len(second_half) < 2:
         return None
-    return round(float(second_half[-1]["rss_mib"] - second_half[0]["rss_mib"]), 1)
+    slope = statistics.median(
+        (later["rss_mib"] - earlier["rss_mib"]) / (later["requests"] - earlier["requests"])
+        for earlier, later in itertools.combinations(second_half, 2)
+    )
+    span = second_half[-1]["requests"] - second_half[0]["requests"]
+    return round(float(slope * span), 1)
 
 
 def format_report(report: dict) -> str:

@@ -147,3 +147,24 @@ def test_rss_still_growing_over_the_second_half_of_the_long_plan_fails_it():
     assert "RSS grew 6.0 MiB over the second half (limit 5)" in growing["failures"]
     unread = _report(tally, plan, [])
     assert not unread["passed"]  # no curve, no proof
+
+
+def test_one_low_reading_in_the_second_half_neither_hides_nor_fakes_growth():
+    tally = Tally()
+    tally.sent["single"] += 20
+    for _ in range(20):
+        tally.record("single", "OK")
+    plan = Plan(20, 2, 60, sample_every=2, max_second_half_growth_mib=5)
+
+    def curve(*rss_mib: float) -> list[dict]:
+        return [
+            {"requests": 2 * (n + 1), "rss_mib": rss, "heap_blocks": 1000}
+            for n, rss in enumerate(rss_mib)
+        ]
+
+    # Flat, but the half-way reading caught a front on its way out: end minus start says 18.
+    dipped = _report(tally, plan, curve(515, 515, 515, 515, 497, 515, 515, 515, 515, 515))
+    assert dipped["rss_growth_second_half_mib"] == 0 and dipped["passed"]
+    # Growing 2 MiB a reading, with the same dip: still growth, and still a failure.
+    leaking = _report(tally, plan, curve(500, 502, 504, 506, 490, 510, 512, 514, 516, 518))
+    assert leaking["rss_growth_second_half_mib"] == 10 and not leaking["passed"]
