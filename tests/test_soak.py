@@ -127,22 +127,29 @@ def test_rss_growth_after_warm_up_of_50_mib_fails_the_soak():
     assert grown["rss_growth_after_warm_up_mib"] == 50.0 and not grown["passed"]
 
 
-def test_rss_still_growing_over_the_second_half_of_the_long_plan_fails_it():
+def _all_ok(requests: int) -> Tally:
     tally = Tally()
-    tally.sent["single"] += 10
-    for _ in range(10):
+    tally.sent["single"] += requests
+    for _ in range(requests):
         tally.record("single", "OK")
+    return tally
+
+
+def _curve(*rss_mib: float) -> list[dict]:
+    """A reading every 2 requests."""
+    return [
+        {"requests": 2 * (n + 1), "rss_mib": rss, "heap_blocks": 1000}
+        for n, rss in enumerate(rss_mib)
+    ]
+
+
+def test_rss_still_growing_over_the_second_half_of_the_long_plan_fails_it():
+    tally = _all_ok(10)
     plan = Plan(10, 2, 60, sample_every=2, max_second_half_growth_mib=5)
 
-    def curve(*rss_mib: float) -> list[dict]:
-        return [
-            {"requests": 2 * (n + 1), "rss_mib": rss, "heap_blocks": 1000}
-            for n, rss in enumerate(rss_mib)
-        ]
-
-    levelled = _report(tally, plan, curve(500, 512, 514, 515, 516))
+    levelled = _report(tally, plan, _curve(500, 512, 514, 515, 516))
     assert levelled["rss_growth_second_half_mib"] == 2 and levelled["passed"]
-    growing = _report(tally, plan, curve(500, 505, 508, 511, 514))  # 3 MiB a reading, steady
+    growing = _report(tally, plan, _curve(500, 505, 508, 511, 514))  # 3 MiB a reading, steady
     assert growing["rss_growth_second_half_mib"] == 6 and not growing["passed"]
     assert "RSS grew 6.0 MiB over the second half (limit 5)" in growing["failures"]
     unread = _report(tally, plan, [])
@@ -150,21 +157,12 @@ def test_rss_still_growing_over_the_second_half_of_the_long_plan_fails_it():
 
 
 def test_one_low_reading_in_the_second_half_neither_hides_nor_fakes_growth():
-    tally = Tally()
-    tally.sent["single"] += 20
-    for _ in range(20):
-        tally.record("single", "OK")
+    tally = _all_ok(20)
     plan = Plan(20, 2, 60, sample_every=2, max_second_half_growth_mib=5)
 
-    def curve(*rss_mib: float) -> list[dict]:
-        return [
-            {"requests": 2 * (n + 1), "rss_mib": rss, "heap_blocks": 1000}
-            for n, rss in enumerate(rss_mib)
-        ]
-
     # Flat, but the half-way reading caught a front on its way out: end minus start says 18.
-    dipped = _report(tally, plan, curve(515, 515, 515, 515, 497, 515, 515, 515, 515, 515))
+    dipped = _report(tally, plan, _curve(515, 515, 515, 515, 497, 515, 515, 515, 515, 515))
     assert dipped["rss_growth_second_half_mib"] == 0 and dipped["passed"]
     # Growing 2 MiB a reading, with the same dip: still growth, and still a failure.
-    leaking = _report(tally, plan, curve(500, 502, 504, 506, 490, 510, 512, 514, 516, 518))
+    leaking = _report(tally, plan, _curve(500, 502, 504, 506, 490, 510, 512, 514, 516, 518))
     assert leaking["rss_growth_second_half_mib"] == 10 and not leaking["passed"]
