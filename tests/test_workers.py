@@ -10,6 +10,8 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imdb_sentiment_client import AsyncSentimentClient
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from server.processes.supervisor import PARENT_ENV
 from tests.conftest import build_tiny_model_version
 from tests.drain_load import assert_drained, load_then_signal
 from tests.server_subprocess import ServerSubprocess
@@ -328,17 +331,13 @@ def test_a_killed_supervisor_takes_its_children_with_it(tiny_model_dir):
             return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z"
 
         wait_until(lambda: all(gone(pid) for pid in (*fronts, model)), 30, "children to exit")
-    with socket.socket() as sock:  # the port is free again
-        sock.bind(("127.0.0.1", port))
+        # Before the harness's own clean-up (a SIGKILL to the process group) could free it.
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
 
 
 @pytest.mark.parametrize("parent_alive", [True, False])
 def test_a_child_whose_supervisor_died_before_it_started_exits(parent_alive):
-    import subprocess
-    import sys
-
-    from server.processes.supervisor import PARENT_ENV
-
     code = "from server.processes.supervisor import stop_with_supervisor; stop_with_supervisor()"
     parent = os.getpid() if parent_alive else 2**22 + 1  # above Linux's largest pid
     done = subprocess.run(
