@@ -15,7 +15,7 @@ EXTRA_FLAG = $(if $(wildcard $(EXTRA)),--extra-data $(EXTRA))
 # The 49,731 unlabelled reviews (train/unsup); a full official archive holds them too.
 UNLABELLED ?= ../shared/data/aclImdb-unsup.tar.gz
 UNLABELLED_FLAG = $(if $(wildcard $(UNLABELLED)),--unlabelled-data $(UNLABELLED))
-PRESET  ?= student
+PRESET  ?= student-bag
 HOST    ?= localhost
 PORT    ?= 50051
 HTTP_PORT ?= 8080
@@ -120,6 +120,8 @@ proto-breaking: $(NODE_STAMP)
 	echo "buf breaking: protos/ against $$(git rev-parse --short "$$base")"; \
 	$(BUF) breaking --against "$$against/protos"
 
+# Version 6's recipe: the student LSTM (about 35 min here), then the bag fitted beside it (about
+# a minute). Version 6 itself is version 5 plus its bag: `sentiment-fit-bag --base models/imdb-lstm/5`.
 train: $(STAMP)
 	$(BIN)/sentiment-train --data $(DATA) $(EXTRA_FLAG) $(UNLABELLED_FLAG) --preset $(PRESET)
 

@@ -107,6 +107,13 @@ class TokenDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "oov_id": self.oov_id, "seed": self.seed}
 
 
+def pair_buckets(left, right, vocab_size: int, buckets: int):
+    """The hash bucket of each pair of adjacent ids (int64 tensors or numpy arrays alike):
+    Knuth's multiplicative hash of the pair's index in vocab x vocab. The bag's weights are
+    also fitted outside TensorFlow (training/fitted_bag.py), so both read this one formula."""
+    return (left * vocab_size + right) * 2654435761 % (1 << 31) % buckets
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class HashedBigramBag(keras.layers.Layer):
     """A linear bag of words and word pairs over token ids: [batch, time] -> logit [batch, 1].
@@ -134,10 +141,8 @@ class HashedBigramBag(keras.layers.Layer):
         ids = tf.cast(ids, tf.int64)
         real = ids >= 2
         words = tf.where(real, tf.gather(self.word_weights, ids), 0.0)
-        left, right = ids[:, :-1], ids[:, 1:]
-        # Knuth's multiplicative hash of the pair's index in vocab x vocab.
-        pair_keys = (left * self.vocab_size + right) * 2654435761 % (1 << 31)
-        pairs = tf.gather(self.pair_weights, pair_keys % self.buckets)
+        buckets = pair_buckets(ids[:, :-1], ids[:, 1:], self.vocab_size, self.buckets)
+        pairs = tf.gather(self.pair_weights, buckets)
         pairs = tf.where(real[:, :-1] & real[:, 1:], pairs, 0.0)
         count = tf.reduce_sum(tf.cast(real, "float32"), axis=1, keepdims=True)
         total = tf.reduce_sum(words, axis=1, keepdims=True) + tf.reduce_sum(

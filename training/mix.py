@@ -33,6 +33,7 @@ SELECTION_GROUPS = (
     ("CAD dev original", "CAD dev revised"),
     ("contrast original", "contrast edited"),
 )
+UNLABELLED_COUNT = "unlabelled reviews (teacher's scores)"
 
 
 @dataclass
@@ -46,6 +47,11 @@ class TrainingMix:
 
     def summary(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def labelled(self) -> tuple[list[str], np.ndarray]:
+        """The texts with a label (the unlabelled reviews, with a teacher's score, come last)."""
+        count = len(self.texts) - self.counts.get(UNLABELLED_COUNT, 0)
+        return self.texts[:count], np.asarray(self.labels[:count]).astype(np.int32)
 
     def describe(self) -> str:
         return "training mix: " + ", ".join(f"{k} {v:,}" for k, v in self.counts.items())
@@ -87,7 +93,7 @@ def build_mix(
     keep = [i for i, t in enumerate(unlabelled.texts) if comparable(t) not in held_out]
     mix.texts = mix.texts + [unlabelled.texts[i] for i in keep]
     mix.labels = np.concatenate([mix.labels, unlabelled.scores[keep]]).astype(np.float32)
-    mix.counts["unlabelled reviews (teacher's scores)"] = len(keep)
+    mix.counts[UNLABELLED_COUNT] = len(keep)
     mix.counts["unlabelled reviews dropped (a validation text)"] = len(unlabelled.texts) - len(keep)
     return mix
 

@@ -54,6 +54,10 @@ class Preset:
     # Hash buckets of word pairs in a linear bag beside the LSTM (layers.HashedBigramBag),
     # added to the LSTM's logit; 0: no bag, the LSTM alone.
     bag_buckets: int = 0
+    # Hash buckets of word pairs in the same bag, but fitted after the LSTM has trained
+    # (training/fitted_bag.py: NBSVM on the bag's features, its weight chosen on validation)
+    # rather than trained with it; 0: none. Not with bag_buckets.
+    fitted_bag_buckets: int = 0
     # Weight of an extra loss on the LSTM path's own score, so that path stays a whole
     # classifier rather than the bag's correction (the ablation the report shows).
     lstm_aux_weight: float = 0.0
@@ -188,6 +192,8 @@ PRESETS = {
 PRESETS["student"] = replace(
     PRESETS["reader"], name="student", max_epochs=6, patience=2, unlabelled=True
 )
+# Model 6: the student, then a bag of words and word pairs fitted beside its LSTM.
+PRESETS["student-bag"] = replace(PRESETS["student"], name="student-bag", fitted_bag_buckets=1 << 20)
 
 POOLINGS = ("last", "mean", "mean_with_embeddings")
 # The teacher's share of a training target: at most half, so each target leans to its label.
@@ -213,6 +219,11 @@ def get_preset(name: str, **overrides) -> Preset:
         raise ValueError(
             f"bag_buckets >= 0, cad_repeats >= 1 and lstm_aux_weight >= 0 are required, not "
             f"{preset.bag_buckets}, {preset.cad_repeats} and {preset.lstm_aux_weight}"
+        )
+    if preset.fitted_bag_buckets < 0 or (preset.fitted_bag_buckets and preset.bag_buckets):
+        raise ValueError(
+            f"fitted_bag_buckets must be >= 0, and 0 with a trained bag (bag_buckets), not "
+            f"{preset.fitted_bag_buckets} with bag_buckets {preset.bag_buckets}"
         )
     if preset.lm_epochs < 0 or (preset.lm_epochs and preset.pooling == "last"):
         raise ValueError(

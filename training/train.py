@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import data as imdb
-from training import embeddings, evaluate, extra_data, pretrain, soft_labels, teacher
+from training import embeddings, evaluate, extra_data, fitted_bag, pretrain, soft_labels, teacher
 from training.batches import length_grouped_batches
 from training.metrics import classification_metrics, score_texts
 from training.mix import SelectOnValidationSets, SoftLabelled, build_mix, choose_whole_or_lstm
@@ -236,8 +236,13 @@ def train(
     else:
         best_epoch = int(np.argmin(history["val_loss"])) + 1
 
-    selection = {}
-    if preset.bag_buckets and mix.validation_sets:
+    selection, bag = {}, {}
+    if preset.fitted_bag_buckets and mix.validation_sets:
+        texts, labels = mix.labelled()
+        model, bag = fitted_bag.attach(
+            model, preset, texts, labels, mix.validation_sets, preset.fitted_bag_buckets
+        )
+    if (preset.bag_buckets or bag) and mix.validation_sets:
         # The bag is there to help; if the LSTM alone does better on validation, it ships alone.
         model, selection = choose_whole_or_lstm(model, mix.validation_sets)
     val_scores = score_texts(model, val_split.texts)
@@ -293,6 +298,8 @@ def train(
     }
     if validation_sets:
         metadata["metrics"]["validation_sets"] = validation_sets
+    if bag:
+        metadata["bag"] = bag
     if selection:
         metadata["selection"] = selection
     result = None

@@ -18,6 +18,13 @@ dz . (z_t - u), summed over both directions (the backward one reads position
 t at its step n - 1 - t). What comes after the LSTM (pooling, dense layers)
 is differentiated by TensorFlow as usual. Rows are one review with no padding,
 so no step is masked.
+
+A linear bag beside the LSTM (layers.HashedBigramBag, model 6's) is relaxed as
+integrated_gradients.py relaxes any other reader of the ids: its value moves
+from the review's towards the review's without token t in proportion to 1 - p_t,
+so along the path (every p_t = a) it is full - (1 - a) sum_t delta_t, with delta_t
+= full - bag(review without t), and its share of d score / d p_t is d score /
+d bag x delta_t. The n rows without one token each are one call of the layer.
 """
 
 from __future__ import annotations
@@ -51,8 +58,7 @@ class FastPresenceGradients:
 
     `graph` is the fast path's reading of the classifier (FastScorer.graph: its input tables
     are shared, not copied). Raises UnsupportedGraph for a classifier with any other reader of
-    the ids (the embedding mean of the `default` preset, the bag beside the LSTM of model 3's
-    whole graph).
+    the ids than the LSTM and linear bags (the embedding mean of the `default` preset).
     """
 
     def __init__(
@@ -69,11 +75,22 @@ class FastPresenceGradients:
             raise UnsupportedGraph(f"{len(graph.recurrences)} recurrent layers, not one")
         ((name, recurrence),) = graph.recurrences.items()
         head = graph.forward
+        bags = dict(graph.bags)
         width = recurrence.units * len(recurrence.directions)
-        head(_LstmOutputOnly({name: tf.zeros([1, width])}))  # what follows the LSTM, alone
+        # What follows the LSTM and the bags, alone: anything else reading the ids is refused.
+        head(_LstmOutputOnly({name: tf.zeros([1, width]), **{b: tf.zeros([1, 1]) for b in bags}}))
 
-        def score_from(pooled: tf.Tensor) -> tf.Tensor:
-            return tf.reshape(head(_LstmOutputOnly({name: pooled})), [-1])
+        def score_from(pooled: tf.Tensor, bag_values: dict) -> tf.Tensor:
+            return tf.reshape(head(_LstmOutputOnly({name: pooled, **bag_values})), [-1])
+
+        def relaxed_bags(ids, n, presences) -> tuple[dict, dict]:
+            """(each bag's value at each presence [k, 1], its delta_t [maxlen], 0 past n)."""
+            values, deltas = {}, {}
+            for bag_name, layer in bags.items():
+                full, delta = _bag_deltas(layer, ids, n)
+                values[bag_name] = full - (1.0 - presences[:, None]) * tf.reduce_sum(delta)
+                deltas[bag_name] = delta
+            return values, deltas
 
         # No input signature: one trace per row bucket, so every shape is static in the
         # program (the step lists below need their element shapes).
@@ -81,17 +98,20 @@ class FastPresenceGradients:
         def scores(ids, n, presences):
             inputs = _path_inputs(recurrence, ids, n)
             pooled, _ = _relaxed_forward(recurrence, inputs, n, presences, keep_states=False)
-            return score_from(pooled)
+            return score_from(pooled, relaxed_bags(ids, n, presences)[0])
 
         @tf.function(jit_compile=True)
         def gradients(ids, n, presences):
             inputs = _path_inputs(recurrence, ids, n)
             pooled, kept = _relaxed_forward(recurrence, inputs, n, presences, keep_states=True)
+            bag_values, bag_deltas = relaxed_bags(ids, n, presences)
             with tf.GradientTape() as tape:
-                tape.watch(pooled)
-                scored = score_from(pooled)
-            d_pooled = tape.gradient(scored, pooled)  # [k, units x directions]
+                tape.watch([pooled, bag_values])
+                scored = score_from(pooled, bag_values)
+            d_pooled, d_bags = tape.gradient(scored, [pooled, bag_values])
             attributed = _presence_gradients(recurrence, inputs, n, presences, d_pooled, kept)
+            for bag_name, delta in bag_deltas.items():  # [k, 1] x [1, maxlen]
+                attributed += d_bags[bag_name] * delta[None, :]
             return attributed, scored
 
         self._scores = scores
@@ -135,6 +155,22 @@ class FastPresenceGradients:
                 results = call(*args, tf.constant(padded))
             parts.append([r.numpy()[: len(chunk)].astype(np.float64) for r in results])
         return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+
+def _bag_deltas(layer, ids, n) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the bag's value for ids [maxlen] right-padded, n real: [1, 1]; delta_t = that minus its
+    value without token t, [maxlen], 0 past n). Row t of one call deletes token t, the rest
+    shifted left and the row padded on the right, as integrated_gradients.py does."""
+    maxlen = ids.shape[0]
+    positions = tf.range(maxlen)
+    source = positions[None, :] + tf.cast(positions[None, :] >= positions[:, None], tf.int32)
+    deleted = tf.where(
+        source < maxlen, tf.gather(ids, tf.minimum(source, maxlen - 1)), tf.zeros_like(ids[0])
+    )
+    full = layer(ids[None, :], training=False)  # [1, 1]
+    without = tf.reshape(layer(deleted, training=False), [-1])  # [maxlen]
+    delta = tf.where(positions < n, full[0, 0] - without, 0.0)
+    return full, delta
 
 
 class _LstmOutputOnly(dict):

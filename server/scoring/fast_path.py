@@ -273,6 +273,7 @@ class GraphReader:
             self.producers[id(layer.output)] = layer
         self.values: dict[int, _Value] = {}
         self.recurrences: dict[str, _Recurrence] = {}
+        self.bags: dict[str, keras.layers.Layer] = {}  # linear bags reading the ids, by name
         output = self.value(classifier.outputs[0])
         if output.kind != "tensor":
             raise UnsupportedGraph(f"the classifier's output is an unpooled {output.kind}")
@@ -305,7 +306,11 @@ class GraphReader:
         if kind == "GlobalAveragePooling1D":
             return self._masked_mean(layer, sources[0])
         if kind == "HashedBigramBag" and sources[0].kind == "ids":
-            return _Value("tensor", compute=lambda run: layer(run["ids"]))
+            # Kept by name: Explain's gradients put the bag's relaxed value there instead.
+            self.bags[layer.name] = layer
+            return _Value(
+                "tensor", compute=lambda run: _cached(run, layer.name, lambda: layer(run["ids"]))
+            )
         if kind in _POINTWISE_LAYERS and all(s.kind == "tensor" for s in sources):
             return _Value("tensor", compute=self._pointwise(layer, sources))
         raise UnsupportedGraph(f"{layer.name}: a {kind} on {[s.kind for s in sources]}")
