@@ -113,7 +113,7 @@ def test_fit_bag_cli_writes_the_next_version_from_a_trained_one(data, tmp_path, 
     # One epoch leaves the LSTM weak on the fixture's cue words, which the bag reads well.
     assert code == 0 and "shipping the whole model" in printed, printed[-500:]
     metadata = json.loads((out / "2" / "metadata.json").read_text())
-    assert metadata["base_version"] == 1 and metadata["preset"] == "tiny+bag"
+    assert metadata["base_version"] == 1 and metadata["preset"] == "tiny-bag"
     assert metadata["hyperparameters"]["fitted_bag_buckets"] == 256
     model = versions.load_model(out / "2" / "model.keras")
     base_model = versions.load_model(base / "model.keras")

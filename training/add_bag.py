@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     metadata.update(
         version=version,
-        preset=f"{metadata['preset']}+bag",
+        preset=f"{metadata['preset']}-bag",
         base_version=metadata["version"],
         bag=record,
         selection=selection,
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     metadata["hyperparameters"] = {
         **metadata["hyperparameters"],
+        "name": metadata["preset"],  # e.g. student-bag: the preset whose make train remakes it
         "fitted_bag_buckets": args.buckets,
     }
     metadata["trainable_parameters"] = trainable_parameters(whole)

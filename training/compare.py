@@ -174,16 +174,28 @@ def markdown(columns: list[Column]) -> list[str]:
     return lines
 
 
-def selection_markdown(selection: dict) -> list[str]:
-    """The bag's ablation on the validation sets, from the version's metadata["selection"]."""
+def selection_markdown(selection: dict, bag: dict | None = None) -> list[str]:
+    """The bag's ablation on the validation sets, from the version's metadata["selection"]
+    (and metadata["bag"] when the bag was fitted after the LSTM trained, not with it)."""
     accuracies, scores = selection["accuracies"], selection["selection_scores"]
     names = list(accuracies)
+    if bag:
+        how = (
+            "After the LSTM had trained, a hashed uni+bigram bag was fitted beside it (logits "
+            f"added; training/fitted_bag.py: NBSVM with C = {bag['c']}, the bag's logit weighed "
+            f"{bag['weight']}, both chosen on validation from {len(bag['grid'])} pairs). Both "
+            "were scored on the validation sets"
+        )
+    else:
+        how = (
+            "While training, a hashed uni+bigram bag sat beside the LSTM (logits added), with an "
+            "extra loss on the LSTM path's own score. After training both were scored on the "
+            "validation sets"
+        )
     lines = [
         "## The LSTM path alone against the whole model (validation)",
         "",
-        "While training, a hashed uni+bigram bag sat beside the LSTM (logits added), with an "
-        "extra loss on the LSTM path's own score. After training both were scored on the "
-        f"validation sets; the **{selection['shipped']}** scored higher and is what ships.",
+        f"{how}; the **{selection['shipped']}** scored higher and is what ships.",
         "",
         "| set | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),

@@ -92,7 +92,7 @@ def _markdown(result, metadata: dict) -> str:
     if metadata.get("selection"):
         from training import compare
 
-        lines += [""] + compare.selection_markdown(metadata["selection"])
+        lines += [""] + compare.selection_markdown(metadata["selection"], metadata.get("bag"))
     return "\n".join(lines) + "\n"
 
 

@@ -144,8 +144,17 @@ def _architecture(hyper: dict) -> str:
     ]
     if hyper.get("dense_units"):
         parts.append(f"Dense({hyper['dense_units']})")
-    parts.append("Dense(1, sigmoid)")
-    return " → ".join(p for p in parts if p)
+    buckets = hyper.get("bag_buckets") or hyper.get("fitted_bag_buckets")
+    if not buckets:
+        parts.append("Dense(1, sigmoid)")
+        return " → ".join(p for p in parts if p)
+    parts.append("Dense(1): a logit")
+    fitted = "fitted after the LSTM, " if hyper.get("fitted_bag_buckets") else ""
+    bag = (
+        f"; beside it, a linear bag of the words and {buckets:,} hash buckets of word pairs "
+        f"({fitted}its logit added), then sigmoid"
+    )
+    return " → ".join(p for p in parts if p) + bag
 
 
 def render_every_set() -> str:
