@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -149,18 +150,24 @@ class SentimentServer:
 
     async def hand_over(self, stop_requested: asyncio.Event) -> None:
         """A recycled front's first step out (server/processes/retire.py): no new connections;
-        serve until every open one has aged out to another front, or a stop is requested."""
+        serve until every open one has aged out to another front (at most a limit), or a stop
+        is requested."""
         closed = retire.close_listeners(self.port)
         if self.http_api is not None:
             await self.http_api.stop_listening()
-        window_s = retire.handover_window_s(connection_age_s(self.config, front=True))
+        limit_s = retire.handover_limit_s(connection_age_s(self.config, front=True))
         logger.info(
-            "retiring: closed %d gRPC listener(s); serving %.1f s more while clients move",
+            "retiring: closed %d gRPC listener(s); serving while clients move (at most %.1f s)",
             closed,
-            window_s,
+            limit_s,
         )
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop_requested.wait(), window_s)
+        started_s = time.monotonic()
+        left = await retire.connections_moved(self.port, limit_s, stop_requested)
+        logger.info(
+            "retiring: %s after %.1f s",
+            f"{left} gRPC connection(s) still open" if left else "every gRPC connection moved",
+            time.monotonic() - started_s,
+        )
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()

@@ -188,8 +188,9 @@ def test_retry_policy_limits_and_service_config():
         "UNAVAILABLE",
         "RESOURCE_EXHAUSTED",
     }
+    # Without a policy, gRPC's transparent retries stay on: only calls the server never got.
     without = dict(ClientConfig(retry=None).channel_options())
-    assert without["grpc.enable_retries"] == 0
+    assert without["grpc.enable_retries"] == 1
     assert "methodConfig" not in json.loads(without["grpc.service_config"])
 
 

@@ -182,7 +182,10 @@ class ClientConfig:
         # A cap below the start lowers the start too.
         initial_backoff_ms = min(round(INITIAL_RECONNECT_BACKOFF_S * 1000), max_backoff_ms)
         return [
-            ("grpc.enable_retries", 0 if self.retry is None else 1),
+            # On even with retry=None: gRPC's transparent retries re-send only a call the server
+            # never received (one a connection's GOAWAY turned away as it aged out), never one it
+            # ran; with them off, such a call fails UNAVAILABLE (docs/operating.md, recycling).
+            ("grpc.enable_retries", 1),
             ("grpc.service_config", json.dumps(self.service_config())),
             ("grpc.initial_reconnect_backoff_ms", initial_backoff_ms),
             ("grpc.max_reconnect_backoff_ms", max_backoff_ms),
