@@ -7,10 +7,11 @@ The bag is layers.HashedBigramBag (the reader preset's, model 3's), but not trai
 with the LSTM: after the LSTM has trained, its weights are fitted by NBSVM's recipe
 (Wang & Manning 2012): each feature scaled by its naive-Bayes log-count ratio, then an
 L2 logistic regression without intercept, on the bag's own features (its words and
-hashed word pairs, counted, divided by sqrt(real tokens)) of the labelled training mix. The served logit is the LSTM's logit plus `weight` x the
-bag's; the regularisation `c` and `weight` are chosen on the validation sets by the
-selection score (training/mix.py), the whole model against the LSTM alone. The LSTM
-path is left exactly as trained, so the report's "LSTM path alone" is the LSTM.
+hashed word pairs, counted, divided by sqrt(real tokens)) of the labelled training mix.
+The served logit is the LSTM's logit plus `weight` x the bag's; the regularisation `c`
+and `weight` are chosen on the validation sets by the selection score (training/mix.py),
+the whole model against the LSTM alone. The LSTM path is left exactly as trained, so the
+report's "LSTM path alone" is the LSTM.
 """
 
 from __future__ import annotations
