@@ -182,3 +182,17 @@ def test_the_image_holds_no_compilers_caches_or_wheels_and_stays_small(container
         "true",
     )  # fmt: skip
     assert findings.split() == []
+
+
+def test_the_image_bakes_in_the_newest_two_versions_and_only_what_the_server_reads(
+    container_image,
+):
+    listing = podman(
+        "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", container_image, "-c",
+        "cd /srv/models/imdb-lstm && find . -type f | sort",
+    )  # fmt: skip
+    files = [line.removeprefix("./") for line in listing.split()]
+    newest = newest_shipped_version()
+    versions = sorted({int(f.split("/")[0]) for f in files})
+    assert versions == [newest - 1, newest], ".dockerignore: update its list of older versions"
+    assert files == [f"{v}/{name}" for v in versions for name in ("metadata.json", "model.keras")]

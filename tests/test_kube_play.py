@@ -148,15 +148,14 @@ def serving(played, server_spec):
     return names, ports, target
 
 
-def test_the_init_container_seeded_the_empty_claim_with_the_shipped_versions(serving):
+def test_the_init_container_seeded_the_empty_claim_with_the_baked_in_versions(serving):
     names, _, _ = serving
     mountpoint = podman("volume", "inspect", "--format", "{{.Mountpoint}}", names["claim"])
     mountpoint = Path(mountpoint.strip())
-    shipped = sorted(
-        p.name for p in (REPOSITORY / "models" / "imdb-lstm").iterdir() if p.name.isdigit()
-    )
+    # The image bakes in the newest version and the one before it (tests/test_image.py).
+    newest = newest_shipped_version()
     seeded = sorted(p.name for p in (mountpoint / "imdb-lstm").iterdir())
-    assert seeded == shipped  # and no staging copies left behind
+    assert seeded == [str(newest - 1), str(newest)]  # and no staging copies left behind
 
 
 def test_every_probe_passes_as_the_kubelet_would_run_it(serving, server_spec):
