@@ -41,6 +41,7 @@ from server.scoring.fast_path import (
     reverse_within_length,
     tanh,
 )
+from server.scoring.integrated_gradients import rows_without_each_token
 from training.token_ids import OOV_ID
 
 # Rows (presences) per compiled call: a call is padded up to one of these, or cut into the
@@ -161,15 +162,9 @@ def _bag_deltas(layer, ids, n) -> tuple[tf.Tensor, tf.Tensor]:
     """(the bag's value for ids [maxlen] right-padded, n real: [1, 1]; delta_t = that minus its
     value without token t, [maxlen], 0 past n). Row t of one call deletes token t, the rest
     shifted left and the row padded on the right, as integrated_gradients.py does."""
-    maxlen = ids.shape[0]
-    positions = tf.range(maxlen)
-    source = positions[None, :] + tf.cast(positions[None, :] >= positions[:, None], tf.int32)
-    deleted = tf.where(
-        source < maxlen, tf.gather(ids, tf.minimum(source, maxlen - 1)), tf.zeros_like(ids[0])
-    )
     full = layer(ids[None, :], training=False)  # [1, 1]
-    without = tf.reshape(layer(deleted, training=False), [-1])  # [maxlen]
-    delta = tf.where(positions < n, full[0, 0] - without, 0.0)
+    without = tf.reshape(layer(rows_without_each_token(ids), training=False), [-1])  # [maxlen]
+    delta = tf.where(tf.range(ids.shape[0]) < n, full[0, 0] - without, 0.0)
     return full, delta
 
 

@@ -147,20 +147,24 @@ def relaxed_classifier(classifier: keras.Model) -> Callable[[tf.Tensor, tf.Tenso
 def _leave_one_out_relaxation(layer, ids: tf.Tensor, presence: tf.Tensor) -> tf.Tensor:
     """f(ids) - sum_t (1 - p_t) * (f(ids) - f(ids without t)) for a black-box layer f."""
     n = tf.shape(ids)[1]
-    positions = tf.range(n)
-    # Row t: the ids with position t deleted, shifted left and right-padded.
-    source = positions[None, :] + tf.cast(positions[None, :] >= positions[:, None], tf.int32)
-    deleted = tf.where(
-        source < n,
-        tf.gather(ids[0], tf.minimum(source, n - 1)),
-        tf.constant(PADDING_ID, ids.dtype),
-    )
+    deleted = rows_without_each_token(ids[0])
     full = layer(ids, training=False)  # [1, ...]
     without = layer(deleted, training=False)  # [n, ...]: row t lacks token t
     contributions = tf.reshape(full - without, [n, -1])  # [n, m]
     absent = tf.matmul(1.0 - presence, tf.cast(contributions, presence.dtype))  # [k, m]
     relaxed = tf.cast(tf.reshape(full, [1, -1]), presence.dtype) - absent
     return tf.reshape(relaxed, tf.concat([[-1], tf.shape(full)[1:]], 0))  # [k, ...]
+
+
+def rows_without_each_token(ids: tf.Tensor) -> tf.Tensor:
+    """[n, n] from ids [n]: row t is the ids with position t deleted, the rest shifted left and
+    the row padded on the right (the fast path's gradients share it)."""
+    n = tf.shape(ids)[0]
+    positions = tf.range(n)
+    source = positions[None, :] + tf.cast(positions[None, :] >= positions[:, None], tf.int32)
+    return tf.where(
+        source < n, tf.gather(ids, tf.minimum(source, n - 1)), tf.constant(PADDING_ID, ids.dtype)
+    )
 
 
 def _is_discrete(tensor) -> bool:
