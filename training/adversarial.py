@@ -1,0 +1,309 @@
+"""Fine-tunes a trained version's LSTM by adversarial training on its word vectors: a new version.
+
+    sentiment-finetune --base models/imdb-lstm/5 --data ../shared/data/aclImdb.tar.gz \
+        --extra-data ../shared/data/extra --unlabelled-data ../shared/data/aclImdb-unsup.tar.gz
+
+Adversarial training (Miyato, Dai & Goodfellow 2017): each step trains on a batch twice, as
+it is and with every review's word vectors moved a small step the way that raises its loss
+most (the loss's gradient, scaled to `epsilon` times the review's own embedding norm), so
+the model cannot hang a verdict on a direction a word's vector barely has to move along.
+The base's training mix is rebuilt from its metadata (seed, preset, data, the teacher's
+scores of the unlabelled reviews); each epoch is chosen or not on the validation sets, as
+in training; a fitted bag is then added beside the LSTM if the base preset has one
+(training/fitted_bag.py). Nothing is written when no epoch beats the base on validation.
+The served graph is the base's: the perturbation lives in a training graph alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import data as imdb
+from training import evaluate, extra_data, fitted_bag, soft_labels
+from training.batches import length_grouped_batches
+from training.metrics import classification_metrics, score_texts
+from training.mix import (
+    IMDB_VALIDATION,
+    SoftLabelled,
+    build_mix,
+    choose_whole_or_lstm,
+    selection_score,
+    validation_accuracies,
+)
+from training.model import Preset, lstm_path, trainable_parameters
+from training.splits import split_train_validation
+from training.train import HISTORY_FILE, METADATA_FILE, MODEL_FILE, next_version, write_version
+from training.versions import ModelLoadError, load_model
+
+# The perturbation's size, relative to the review's embedding norm. Miyato et al.'s 5.0 on
+# unit-variance 256-wide vectors of ~400-word reviews is about 0.016 of that norm.
+DEFAULT_EPSILON = 0.02
+
+
+class EmbeddingNoise(keras.layers.Layer):
+    """The identity on word vectors [batch, time, dim], plus `perturbation` while it is set.
+    Keeps the last input it saw (and its mask), so a training step can take the loss's
+    gradient with respect to the vectors. Training graphs only: never saved."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.perturbation = None
+        self.seen = None
+        self.seen_mask = None
+
+    def call(self, vectors, mask=None):
+        self.seen, self.seen_mask = vectors, mask
+        return vectors if self.perturbation is None else vectors + self.perturbation
+
+
+def adversarial_perturbation(vectors, gradient, mask, epsilon: float):
+    """`gradient` per review scaled to `epsilon` times the norm of the review's real word
+    vectors (padding is masked out of both)."""
+    real = tf.cast(mask, vectors.dtype)[:, :, None]
+    gradient = gradient * real
+    gradient_norm = tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=[1, 2], keepdims=True))
+    vectors_norm = tf.sqrt(tf.reduce_sum(tf.square(vectors * real), axis=[1, 2], keepdims=True))
+    return epsilon * vectors_norm * gradient / (gradient_norm + 1e-12)
+
+
+def training_graph(model: keras.Model, noise: EmbeddingNoise) -> keras.Model:
+    """text -> P(positive) through `model`'s own layers (weights shared), with `noise`
+    right after the embedding. `model` must be a chain of layers without a bag."""
+    if lstm_path(model) is not None:
+        raise ValueError("adversarial fine-tuning takes a model without a bag beside its LSTM")
+    classifier = model.get_layer("classifier")
+    text = keras.Input(shape=(), dtype="string", name="review")
+    x = model.get_layer("keep_last_tokens")(model.get_layer("vectorize")(text))
+    for layer in classifier.layers[1:]:  # after the ids' input layer
+        x = layer(x)
+        if layer.name == "embedding":
+            x = noise(x)
+    return keras.Model(text, x, name=f"{model.name}_adversarial")
+
+
+def make_train_step(trainer: keras.Model, noise: EmbeddingNoise, epsilon: float, learning_rate):
+    """One step on a batch: the loss as it is plus the loss under the adversarial step."""
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build(trainer.trainable_variables)
+    loss_fn = keras.losses.BinaryCrossentropy()
+
+    @tf.function(reduce_retracing=True)
+    def step(texts, targets):
+        with tf.GradientTape() as tape:
+            with tf.GradientTape() as inner:
+                noise.perturbation = None
+                clean = loss_fn(targets, trainer(texts, training=True))
+            vectors, mask = noise.seen, noise.seen_mask
+            gradient = tf.stop_gradient(inner.gradient(clean, vectors))
+            noise.perturbation = tf.stop_gradient(
+                adversarial_perturbation(vectors, gradient, mask, epsilon)
+            )
+            adversarial = loss_fn(targets, trainer(texts, training=True))
+            noise.perturbation = None
+            loss = clean + adversarial
+        variables = trainer.trainable_variables
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return clean, adversarial
+
+    return step
+
+
+def fine_tune(
+    model: keras.Model,
+    texts: list[str],
+    targets: np.ndarray,
+    sets: dict,
+    *,
+    epsilon: float,
+    learning_rate: float,
+    batch_size: int,
+    epochs: int,
+    patience: int,
+    seed: int,
+    log=print,
+) -> dict:
+    """Trains `model`'s weights in place; leaves those of its best epoch on validation, or the
+    base's own if no epoch beat them. Returns the record of the run."""
+    noise = EmbeddingNoise(name="embedding_noise")
+    trainer = training_graph(model, noise)
+    step = make_train_step(trainer, noise, epsilon, learning_rate)
+    base = validation_accuracies(model, sets)
+    best_score, best_epoch, best_weights = selection_score(base), 0, model.get_weights()
+    log(f"base: selection score {best_score:.4f}")
+    history = {"base": {**base, "selection score": best_score}, "epochs": []}
+    batches = length_grouped_batches(texts, targets, batch_size, seed)
+    started = time.monotonic()
+    for epoch in range(1, epochs + 1):
+        losses = np.array([[float(v) for v in step(x, y)] for x, y in batches])
+        accuracies = validation_accuracies(model, sets)
+        score = selection_score(accuracies)
+        clean, adversarial = losses.mean(axis=0)
+        log(
+            f"epoch {epoch}: loss {clean:.4f}, adversarial loss {adversarial:.4f}; validation "
+            + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
+            + f"; selection score {score:.4f} ({time.monotonic() - started:.0f} s)"
+        )
+        history["epochs"].append(
+            {"loss": clean, "adversarial_loss": adversarial, **accuracies, "selection score": score}
+        )
+        if score > best_score:
+            best_score, best_epoch, best_weights = score, epoch, model.get_weights()
+        elif epoch - best_epoch >= patience:
+            break
+    model.set_weights(best_weights)
+    log(f"kept epoch {best_epoch} (0: the base)")
+    return {
+        "epsilon": epsilon,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "best_epoch": best_epoch,
+        "seconds": round(time.monotonic() - started, 1),
+        "history": history,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sentiment-finetune", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--base", type=Path, required=True, help="a version folder, e.g. models/imdb-lstm/5"
+    )
+    parser.add_argument("--data", help=f"aclImdb directory or .tar.gz (default: ${imdb.ENV_VAR})")
+    parser.add_argument(
+        "--extra-data", help=f"folder of sst2/, cad/, contrast/ (default: ${extra_data.ENV_VAR})"
+    )
+    parser.add_argument(
+        "--unlabelled-data",
+        help=f"aclImdb with train/unsup (default: ${imdb.UNLABELLED_ENV_VAR})",
+    )
+    parser.add_argument("--teacher-scores", type=Path, default=soft_labels.DEFAULT_OUT)
+    parser.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON)
+    parser.add_argument("--learning-rate", type=float, help="default: half the base's")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--patience", type=int, default=1)
+    parser.add_argument(
+        "--bag-buckets",
+        type=int,
+        default=1 << 20,
+        help="hash buckets of word pairs in a fitted bag beside the LSTM (0: none)",
+    )
+    parser.add_argument("--limit", type=int, help="this many training texts (smoke runs)")
+    parser.add_argument(
+        "--out", type=Path, help="model base directory (default: the base's parent)"
+    )
+    parser.add_argument("--version", type=int, help="version number (default: highest + 1)")
+    parser.add_argument("--no-report", action="store_true", help="skip the test-set report")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        metadata = json.loads((args.base / METADATA_FILE).read_text())
+        model = load_model(args.base / MODEL_FILE)
+        preset = Preset(**metadata["hyperparameters"])
+        if preset.bag_buckets or preset.fitted_bag_buckets or lstm_path(model) is not None:
+            raise ModelLoadError(f"{args.base}: has a bag beside its LSTM; give its LSTM's version")
+        if args.epsilon <= 0 or args.epochs < 1 or args.patience < 1:
+            raise ValueError("--epsilon > 0, --epochs >= 1 and --patience >= 1 are required")
+        dataset = imdb.load(args.data)
+        extra = extra_data.load(args.extra_data, dataset.train.texts)
+        seed = metadata["training"]["seed"]
+        unlabelled = None
+        if preset.unlabelled:
+            reviews = imdb.load_unlabelled(args.unlabelled_data, dataset.test.texts)
+            scores, _ = soft_labels.read(args.teacher_scores, reviews, seed)
+            unlabelled = SoftLabelled(reviews.texts, scores)
+    except (OSError, KeyError, TypeError, ValueError, ModelLoadError, imdb.DataError) as e:
+        print(f"sentiment-finetune: error: {e}", file=sys.stderr)
+        return 2
+    keras.utils.set_random_seed(seed)
+    train, validation = split_train_validation(dataset.train, preset.validation_fraction, seed)
+    mix = build_mix(preset, train, validation, dataset.test, extra, unlabelled)
+    if len(mix.imdb_train) != metadata["data"]["train_reviews"]:
+        print(
+            f"sentiment-finetune: error: {len(mix.imdb_train):,} IMDB training reviews, the "
+            f"base trained on {metadata['data']['train_reviews']:,}: not the same data",
+            file=sys.stderr,
+        )
+        return 2
+    print(mix.describe(), flush=True)
+    texts, targets = mix.texts, mix.labels
+    if args.limit:
+        keep = np.random.default_rng(seed).permutation(len(texts))[: args.limit]
+        texts, targets = [texts[i] for i in keep], np.asarray(targets)[keep]
+    record = fine_tune(
+        model,
+        texts,
+        targets,
+        mix.validation_sets,
+        epsilon=args.epsilon,
+        learning_rate=args.learning_rate or preset.learning_rate / 2,
+        batch_size=preset.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        seed=seed,
+        log=lambda line: print(line, flush=True),
+    )
+    if record["best_epoch"] == 0:
+        print("sentiment-finetune: no epoch beat the base on validation: no new version")
+        return 0
+    whole, bag, selection = model, {}, {}
+    if args.bag_buckets:
+        labelled_texts, labels = mix.labelled()
+        whole, bag = fitted_bag.attach(
+            model, preset, labelled_texts, labels, mix.validation_sets, args.bag_buckets
+        )
+        whole, selection = choose_whole_or_lstm(whole, mix.validation_sets)
+
+    out = args.out or args.base.parent
+    out.mkdir(parents=True, exist_ok=True)
+    version = args.version or next_version(out)
+    threshold = metadata["decision_threshold"]
+    validation_sets = {
+        name: classification_metrics(s.split.labels, score_texts(whole, s.split.texts), threshold)
+        for name, s in mix.validation_sets.items()
+    }
+    with_bag = bool(bag) and lstm_path(whole) is not None
+    name = f"{metadata['preset']}-adversarial" + ("-bag" if with_bag else "")
+    metadata.update(
+        version=version,
+        preset=name,
+        base_version=metadata["version"],
+        adversarial=record,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    metadata["hyperparameters"] = {
+        **metadata["hyperparameters"],
+        "name": name,
+        "fitted_bag_buckets": args.bag_buckets if with_bag else 0,
+    }
+    if bag:
+        metadata["bag"] = bag
+    if selection:
+        metadata["selection"] = selection
+    metadata["trainable_parameters"] = trainable_parameters(whole)
+    metadata["metrics"] = {
+        "validation": validation_sets[IMDB_VALIDATION],
+        "validation_sets": validation_sets,
+    }
+    history = json.loads((args.base / HISTORY_FILE).read_text())
+    result = None
+    if not args.no_report:
+        result = evaluate.evaluate_model(whole, dataset, threshold, history=history)
+        metadata["metrics"]["test"] = result.metrics
+    write_version(out / str(version), whole, history, metadata, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
