@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ ENV_PREFIX = "SENTIMENT_"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "imdb-lstm"
 DEVICES = ("auto", "cpu", "cpu-keras", "gpu")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 # A setting whose name holds one of these is a secret or a path to one: never logged.
 SECRET_NAME_WORDS = ("token", "key", "secret", "password")
 REDACTED = "<redacted>"
@@ -79,6 +81,8 @@ class ServerConfig:
     workers: int = 0
     max_calls_per_worker: int = 0
     reuse_port: bool = False
+    # auto: uvloop where it is installed (it is with the server), else asyncio's own loop.
+    event_loop: str = "auto"
 
     @property
     def address(self) -> str:
@@ -150,6 +154,14 @@ def _between(low: float, high: float) -> Callable[[Any], str | None]:
 
 def _one_of(options: Sequence[str]) -> Callable[[Any], str | None]:
     return lambda value: None if value in options else f"must be one of {', '.join(options)}"
+
+
+def _loop_available(choice: str) -> str | None:
+    if choice not in EVENT_LOOPS:
+        return f"must be one of {', '.join(EVENT_LOOPS)}"
+    if choice == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        return "is not installed here (pip install uvloop, or choose auto or asyncio)"
+    return None
 
 
 def _non_empty(value: str) -> str | None:
@@ -296,6 +308,14 @@ SETTINGS = (
         "with --workers 1: share the gRPC and HTTP ports with other processes (SO_REUSEPORT), "
         "e.g. several whole servers, each with its own model, on one port; a busy port is "
         "then not refused",
+    ),
+    Setting(
+        "event_loop",
+        str.lower,
+        _loop_available,
+        "the event loop every process runs: uvloop (libuv; gRPC and HTTP calls cost less CPU), "
+        "asyncio (the standard library's), or auto: uvloop where it is installed",
+        EVENT_LOOPS,
     ),
 )
 

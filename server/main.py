@@ -13,9 +13,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -472,6 +472,21 @@ async def run_role(config: ServerConfig, argv: list[str]) -> None:
                 raise StartupError("a child process failed at start (its log says why)")
 
 
+def event_loop_runner(choice: str) -> tuple[Callable[[Coroutine], Any], str]:
+    """(a function that runs a coroutine to its end on a new event loop, the loop's name):
+    uvloop's for "uvloop", and for "auto" where uvloop is installed; asyncio's own otherwise.
+    uvloop's loop does the same work with less CPU a call (measured in make bench)."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":  # load_config checked it is installed
+                raise
+        else:
+            return uvloop.run, f"uvloop {uvloop.__version__}"
+    return asyncio.run, "asyncio"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`sentiment-server [flags]`; exit 0 after a clean drain, 2 on a bad setting, 1 on start-up."""
     # TensorFlow's C++ info lines would drown the server's own start-up log.
@@ -487,7 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.info("settings: %s", describe(config))
                 # Before gRPC's and TensorFlow's threads start: arenas made before stay.
                 logger.info("%s", cap_arenas(config.malloc_arena_max))
-                asyncio.run(run_role(config, list(sys.argv[1:] if argv is None else argv)))
+                run, loop = event_loop_runner(config.event_loop)
+                logger.info("event loop: %s", loop)
+                run(run_role(config, list(sys.argv[1:] if argv is None else argv)))
         except StartupError as exc:
             logger.error("cannot start: %s", exc)
             return 1

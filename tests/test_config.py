@@ -65,6 +65,7 @@ def test_reflection_can_be_turned_off_by_flag_or_environment():
         (["--model-dir", "/no/such/models"], {}, "--model-dir='/no/such/models' does not exist"),
         ([], {"SENTIMENT_REFLECTION": "maybe"}, "SENTIMENT_REFLECTION='maybe' is not a boolean"),
         (["--grace-s", "-1"], {}, "--grace-s='-1' must be between 0"),
+        (["--event-loop", "trio"], {}, "--event-loop='trio' must be one of auto, uvloop, asyncio"),
         (
             ["--max-reviews-per-request", "2000"],
             {},
@@ -94,3 +95,41 @@ def test_receive_limit_fits_the_largest_allowed_request():
     config = ServerConfig(max_reviews_per_request=10, max_review_bytes=1000)
     assert config.max_receive_message_bytes >= 10 * 1000
     assert config.max_receive_message_bytes < 4 * 1024 * 1024  # tighter than gRPC's default
+
+
+def test_uvloop_asked_for_where_it_is_not_installed_is_refused(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match="--event-loop='uvloop' is not installed here"):
+        load_config(["--event-loop", "uvloop"], environ={})
+    assert load_config([], environ={}).event_loop == "auto"  # auto falls back instead
+
+
+@pytest.mark.parametrize(
+    ("choice", "loop_module"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+def test_each_event_loop_choice_runs_coroutines_on_that_loop(choice, loop_module):
+    import asyncio
+
+    from server.main import event_loop_runner
+
+    async def running_loop():
+        return type(asyncio.get_running_loop()).__module__
+
+    run, name = event_loop_runner(choice)
+    assert run(running_loop()).split(".")[0] == loop_module
+    assert name.startswith(loop_module)
+
+
+def test_auto_runs_asyncios_loop_where_uvloop_does_not_import(monkeypatch):
+    import asyncio
+    import sys
+
+    from server.main import event_loop_runner
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    assert event_loop_runner("auto") == (asyncio.run, "asyncio")
