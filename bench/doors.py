@@ -30,7 +30,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -108,10 +110,28 @@ def grpc_one_at_a_time(port: int, review: str, duration_s: float) -> dict:
     return {"calls": len(latencies_ms), "p50_ms": round(percentile(latencies_ms, 0.5), 3)}
 
 
+def connections_per_process(port: int) -> list[int]:
+    """How many established TCP connections to `port` each process holds, most first (ss);
+    [] without ss. SO_REUSEPORT hands each new connection to one listener by a hash of its
+    addresses, so h2load's 4 connections can fall 3 and 1, or 4 and 0, on two fronts."""
+    if shutil.which("ss") is None:
+        return []
+    listed = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, timeout=10,
+    ).stdout  # fmt: skip
+    return sorted(Counter(re.findall(r"pid=(\d+)", listed)).values(), reverse=True)
+
+
 def measure_variant(servers: list[ServerProcess], review: str, plan: dict, work: Path) -> dict:
     grpc_port, http_port = servers[0].port, servers[0].settings["http_port"]
     body = write_grpc_body(review, work / "body.bin")
+    split: list[int] = []
+    # Read once h2load's connections are up (after its 1 s warm-up), while its load runs.
+    sampler = threading.Timer(1.5, lambda: split.extend(connections_per_process(grpc_port)))
+    sampler.start()
     h2 = run_h2load(grpc_port, body, CONCURRENCY, plan["load_s"])
+    sampler.join()
     if h2["http_errors"] or h2["succeeded"] != h2["requests"]:
         say(f"    h2load saw failures: {h2}")
     http = run_wrk(http_port, review, CONCURRENCY, plan["load_s"], work)
@@ -123,6 +143,7 @@ def measure_variant(servers: list[ServerProcess], review: str, plan: dict, work:
         "grpc_c1_p50_ms": grpc_c1["p50_ms"],
         "http_c1_p50_ms": http_c1["latency_ms"]["p50"],
         "errors": h2["http_errors"] + http["http_errors"],
+        "grpc_connections_per_process": split,
     }
 
 
@@ -174,6 +195,9 @@ def summarise(results: list[dict]) -> dict:
             "max": max(values),
         }
     summary["errors"] = sum(r["errors"] for r in results)
+    summary["grpc_connections_per_process"] = [
+        "/".join(map(str, r.get("grpc_connections_per_process", []))) for r in results
+    ]
     summary["grpc_over_http_c64"] = round(
         statistics.median(r["grpc_c64"] / r["http_c64"] for r in results), 3
     )
@@ -223,8 +247,8 @@ def markdown(results: dict, checks: bool = True) -> str:
     in its own acceptance table)."""
     lines = [
         "| server | gRPC c=64 calls/s | HTTP c=64 calls/s | gRPC/HTTP | gRPC c=1 p50 ms | "
-        "HTTP c=1 p50 ms |",
-        "|---|---|---|---|---|---|",
+        "HTTP c=1 p50 ms | h2load's connections per process, each round |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model, table in (("served", results["served"]), ("tiny", results.get("tiny", {}))):
         for name, s in table.items():
@@ -239,7 +263,9 @@ def markdown(results: dict, checks: bool = True) -> str:
             label = name if model == "served" else f"{name}, tiny model"
             lines.append(
                 f"| {label} | {cell('grpc_c64')} | {cell('http_c64')} | "
-                f"{s['grpc_over_http_c64']:.2f} | {ms('grpc_c1_p50_ms')} | {ms('http_c1_p50_ms')} |"
+                f"{s['grpc_over_http_c64']:.2f} | {ms('grpc_c1_p50_ms')} | "
+                f"{ms('http_c1_p50_ms')} | "
+                f"{', '.join(s.get('grpc_connections_per_process', [])) or '-'} |"
             )
     if not checks:
         return "\n".join(lines) + "\n"
