@@ -141,3 +141,17 @@ def test_finetune_cli_names_a_missing_base(tmp_path, capsys):
     assert adversarial.main(["--base", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "nowhere" in err
+
+
+def test_epsilon_zero_is_plain_fine_tuning(trained):
+    base, dataset, _ = trained
+    model = versions.load_model(base / "model.keras")
+    noise = adversarial.EmbeddingNoise()
+    trainer = adversarial.training_graph(model, noise)
+    texts = tf.constant(dataset.train.texts[:64])
+    targets = tf.constant(dataset.train.labels[:64], tf.float32)
+    before = [w.copy() for w in model.get_weights()]
+    step = adversarial.make_train_step(trainer, noise, 0.0, learning_rate=1e-2)
+    clean, second = step(texts, targets)
+    assert float(clean) == float(second) and noise.perturbation is None
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))

@@ -92,10 +92,19 @@ def training_graph(model: keras.Model, noise: EmbeddingNoise) -> keras.Model:
 
 
 def make_train_step(trainer: keras.Model, noise: EmbeddingNoise, epsilon: float, learning_rate):
-    """One step on a batch: the loss as it is plus the loss under the adversarial step."""
+    """One step on a batch: the loss as it is plus the loss under the adversarial step
+    (returned apart); with `epsilon` 0 the loss as it is alone (returned twice)."""
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(trainer.trainable_variables)
     loss_fn = keras.losses.BinaryCrossentropy()
+
+    @tf.function(reduce_retracing=True)
+    def plain_step(texts, targets):  # epsilon 0: the same fine-tuning, no adversarial pass
+        with tf.GradientTape() as tape:
+            clean = loss_fn(targets, trainer(texts, training=True))
+        variables = trainer.trainable_variables
+        optimizer.apply(tape.gradient(clean, variables), variables)
+        return clean, clean
 
     @tf.function(reduce_retracing=True)
     def step(texts, targets):
@@ -115,7 +124,7 @@ def make_train_step(trainer: keras.Model, noise: EmbeddingNoise, epsilon: float,
         optimizer.apply(tape.gradient(loss, variables), variables)
         return clean, adversarial
 
-    return step
+    return step if epsilon else plain_step
 
 
 def fine_tune(
@@ -186,7 +195,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"aclImdb with train/unsup (default: ${imdb.UNLABELLED_ENV_VAR})",
     )
     parser.add_argument("--teacher-scores", type=Path, default=soft_labels.DEFAULT_OUT)
-    parser.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON)
+    parser.add_argument(
+        "--epsilon",
+        type=float,
+        default=DEFAULT_EPSILON,
+        help="the step's size, relative to each review's embedding norm; 0: plain fine-tuning "
+        "(the control)",
+    )
     parser.add_argument("--learning-rate", type=float, help="default: half the base's")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--patience", type=int, default=1)
@@ -213,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         preset = Preset(**metadata["hyperparameters"])
         if preset.bag_buckets or preset.fitted_bag_buckets or lstm_path(model) is not None:
             raise ModelLoadError(f"{args.base}: has a bag beside its LSTM; give its LSTM's version")
-        if args.epsilon <= 0 or args.epochs < 1 or args.patience < 1:
-            raise ValueError("--epsilon > 0, --epochs >= 1 and --patience >= 1 are required")
+        if args.epsilon < 0 or args.epochs < 1 or args.patience < 1:
+            raise ValueError("--epsilon >= 0, --epochs >= 1 and --patience >= 1 are required")
         dataset = imdb.load(args.data)
         extra = extra_data.load(args.extra_data, dataset.train.texts)
         seed = metadata["training"]["seed"]
@@ -278,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     metadata.update(
         version=version,
         preset=name,
+        base_preset=metadata["preset"],
         base_version=metadata["version"],
         adversarial=record,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -91,7 +91,18 @@ def values() -> dict[str, str]:
         "tensorflow": meta.get("versions", {}).get("tensorflow", "?"),
         "keras": meta.get("versions", {}).get("keras", "?"),
         "created_at": meta.get("created_at", "?"),
+        "remake": _remake(meta),
     }
+
+
+def _remake(meta: dict) -> str:
+    """The commands that make a version like the shipped one."""
+    if "adversarial" in meta:
+        return (
+            f"make train PRESET={meta.get('base_preset', '?')} && "
+            "make finetune BASE=models/imdb-lstm/<the version it wrote>"
+        )
+    return f"make train PRESET={meta.get('preset', '?')}"
 
 
 def render_summary() -> str:
@@ -118,16 +129,40 @@ def render_summary() -> str:
             or "?",
         ),
         (
-            "training",
+            f"training (version {meta['base_version']}'s LSTM)"
+            if "base_version" in meta
+            else "training",
             f"{v['training_minutes']} minutes on "
             f"{meta.get('training', {}).get('device', 'CPU')}, "
             f"{v['epochs_run']} epochs run, epoch {v['best_epoch']} kept (seed {v['seed']})",
         ),
+        *_derived_rows(meta),
         ("made with", f"TensorFlow {v['tensorflow']}, Keras {v['keras']}"),
         ("data checksum", f"`{data.get('source', '?')}` SHA-256 `{data.get('sha256', '?')[:16]}…`"),
     ]
     lines = ["| | |", "|---|---|"] + [f"| {name} | {cell(str(value))} |" for name, value in rows]
     return "\n".join(lines) + "\n"
+
+
+def _derived_rows(meta: dict) -> list[tuple[str, str]]:
+    """What was done to a base version to make this one (sentiment-finetune, sentiment-fit-bag)."""
+    rows = []
+    tuned = meta.get("adversarial")
+    if tuned:
+        rows.append((
+            "fine-tuned",
+            f"adversarial training on the word vectors (epsilon {tuned['epsilon']}), "
+            f"{tuned['seconds'] / 60:.0f} minutes, epoch {tuned['best_epoch']} of "
+            f"{len(tuned['history']['epochs'])} kept (`sentiment-finetune`)",
+        ))  # fmt: skip
+    bag = meta.get("bag")
+    if bag and "c" in bag:
+        rows.append((
+            "fitted bag",
+            f"NBSVM, C {bag['c']}, logit weight {bag['weight']}, chosen on validation "
+            f"({bag.get('seconds', 0):.0f} s)",
+        ))  # fmt: skip
+    return rows
 
 
 def _architecture(hyper: dict) -> str:
