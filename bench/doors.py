@@ -13,6 +13,7 @@ machine's load favours none:
 - `one process`: --workers 1 on uvloop's event loop (--event-loop auto): what the loop
   alone changes;
 - `fronts + model process`: --workers 2, two front processes over one model process;
+- `fronts + model process, asyncio`: the same on asyncio's own event loop, beside it;
 - `two whole servers`: two --workers 1 servers sharing the ports (--reuse-port), each
   with its own model and batcher (the other design: on a GPU, two copies of the model).
 Then the same doors with a model that costs almost nothing (the tests' tiny model), for
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import statistics
@@ -41,7 +43,7 @@ import grpc
 from bench.common.c_loads import http_one_at_a_time, run_h2load, write_grpc_body
 from bench.common.context import say
 from bench.common.reviews import data_path, sample_test_reviews
-from bench.common.server_proc import ServerProcess, free_port
+from bench.common.server_proc import ServerProcess, descendants, free_port
 from imdb_sentiment_client.bench import percentile
 from imdb_sentiment_client.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from server.config import DEFAULT_MODEL_DIR
@@ -62,6 +64,7 @@ VARIANTS = {
     BASELINE: [{"workers": 1, "event_loop": "asyncio"}],
     "one process": [{"workers": 1}],
     "fronts + model process": [{"workers": 2}],
+    "fronts + model process, asyncio": [{"workers": 2, "event_loop": "asyncio"}],
     "two whole servers": [{"workers": 1, "reuse_port": True}] * 2,
 }
 
@@ -123,6 +126,20 @@ def connections_per_process(port: int) -> list[int]:
     return sorted(Counter(re.findall(r"pid=(\d+)", listed)).values(), reverse=True)
 
 
+def cpu_seconds(servers: list[ServerProcess]) -> float:
+    """User + system CPU seconds of every process of `servers` so far (the supervisor, fronts,
+    model process), from /proc/<pid>/stat; processes that ended meanwhile count nothing."""
+    total_ticks = 0
+    for server in servers:
+        for pid in [server.process.pid, *descendants(server.process.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return total_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def measure_variant(servers: list[ServerProcess], review: str, plan: dict, work: Path) -> dict:
     grpc_port, http_port = servers[0].port, servers[0].settings["http_port"]
     body = write_grpc_body(review, work / "body.bin")
@@ -130,11 +147,15 @@ def measure_variant(servers: list[ServerProcess], review: str, plan: dict, work:
     # Read once h2load's connections are up (after its 1 s warm-up), while its load runs.
     sampler = threading.Timer(1.5, lambda: split.extend(connections_per_process(grpc_port)))
     sampler.start()
+    cpu_s, started_s = cpu_seconds(servers), time.monotonic()
     h2 = run_h2load(grpc_port, body, CONCURRENCY, plan["load_s"])
+    grpc_cpu_s, grpc_wall_s = cpu_seconds(servers) - cpu_s, time.monotonic() - started_s
     sampler.join()
     if h2["http_errors"] or h2["succeeded"] != h2["requests"]:
         say(f"    h2load saw failures: {h2}")
+    cpu_s, started_s = cpu_seconds(servers), time.monotonic()
     http = run_wrk(http_port, review, CONCURRENCY, plan["load_s"], work)
+    http_cpu_s, http_wall_s = cpu_seconds(servers) - cpu_s, time.monotonic() - started_s
     grpc_c1 = grpc_one_at_a_time(grpc_port, review, plan["c1_s"])
     http_c1 = http_one_at_a_time(http_port, [review], plan["c1_s"])
     return {
@@ -144,6 +165,10 @@ def measure_variant(servers: list[ServerProcess], review: str, plan: dict, work:
         "http_c1_p50_ms": http_c1["latency_ms"]["p50"],
         "errors": h2["http_errors"] + http["http_errors"],
         "grpc_connections_per_process": split,
+        # The server's CPU a call, every process summed: the cores it used over the load's
+        # wall time (h2load's warm-up second included, at the same rate) over its calls/s.
+        "grpc_server_cpu_us": round(1e6 * grpc_cpu_s / grpc_wall_s / h2["rpc_per_s"], 1),
+        "http_server_cpu_us": round(1e6 * http_cpu_s / http_wall_s / http["rpc_per_s"], 1),
     }
 
 
@@ -187,7 +212,10 @@ def measure(model_dir: Path, review: str, plan: dict, work: Path, variants: dict
 
 def summarise(results: list[dict]) -> dict:
     summary = {}
-    for key in ("grpc_c64", "http_c64", "grpc_c1_p50_ms", "http_c1_p50_ms"):
+    for key in (
+        "grpc_c64", "http_c64", "grpc_c1_p50_ms", "http_c1_p50_ms", "grpc_server_cpu_us",
+        "http_server_cpu_us",
+    ):  # fmt: skip
         values = [r[key] for r in results]
         summary[key] = {
             "median": round(statistics.median(values), 3),
@@ -247,8 +275,9 @@ def markdown(results: dict, checks: bool = True) -> str:
     in its own acceptance table)."""
     lines = [
         "| server | gRPC c=64 calls/s | HTTP c=64 calls/s | gRPC/HTTP | gRPC c=1 p50 ms | "
-        "HTTP c=1 p50 ms | h2load's connections per process, each round |",
-        "|---|---|---|---|---|---|---|",
+        "HTTP c=1 p50 ms | server CPU µs a call, gRPC / HTTP | h2load's connections per "
+        "process, each round |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, table in (("served", results["served"]), ("tiny", results.get("tiny", {}))):
         for name, s in table.items():
@@ -260,11 +289,17 @@ def markdown(results: dict, checks: bool = True) -> str:
             def ms(key, s=s):
                 return f"{s[key]['median']:.2f}"
 
+            def cpu(s=s):
+                if "grpc_server_cpu_us" not in s:  # a run from before it was measured
+                    return "-"
+                grpc_us, http_us = s["grpc_server_cpu_us"], s["http_server_cpu_us"]
+                return f"{grpc_us['median']:.0f} / {http_us['median']:.0f}"
+
             label = name if model == "served" else f"{name}, tiny model"
             lines.append(
                 f"| {label} | {cell('grpc_c64')} | {cell('http_c64')} | "
                 f"{s['grpc_over_http_c64']:.2f} | {ms('grpc_c1_p50_ms')} | "
-                f"{ms('http_c1_p50_ms')} | "
+                f"{ms('http_c1_p50_ms')} | {cpu(s)} | "
                 f"{', '.join(s.get('grpc_connections_per_process', [])) or '-'} |"
             )
     if not checks:

@@ -22,3 +22,28 @@ def test_connections_per_process_counts_the_established_connections_of_the_port(
         finally:
             for s in clients + accepted:
                 s.close()
+
+
+def test_cpu_seconds_sums_a_server_and_the_processes_below_it():
+    import subprocess
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    # A parent that starts a child burning CPU: both count, the child through descendants().
+    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"],
+    )  # fmt: skip
+    try:
+        server = SimpleNamespace(process=parent)
+        seen = 0.0
+        deadline = time.monotonic() + 10
+        while parent.poll() is None and time.monotonic() < deadline:
+            seen = max(seen, doors.cpu_seconds([server]))
+            time.sleep(0.05)
+        assert seen >= 0.3  # most of the child's half second, read while it ran
+    finally:
+        parent.kill()
+        parent.wait()

@@ -61,10 +61,12 @@ def run_h2load(
     duration_s: float,
     warm_up_s: float = 1.0,
     path: str = PREDICT_PATH,
+    connections: int = 4,
 ) -> dict:
-    """h2load for `duration_s` with `concurrency` calls in flight over up to 4 connections,
-    after `warm_up_s` whose calls it does not count; each call posts `body` to `path`."""
-    connections = min(4, concurrency)
+    """h2load for `duration_s` with `concurrency` calls in flight over up to `connections`
+    connections, after `warm_up_s` whose calls it does not count; each call posts `body` to
+    `path`."""
+    connections = min(connections, concurrency)
     command = [
         "h2load",
         "--duration",  # whole seconds: h2load refuses a fraction ("-D: value error 0.5")
