@@ -10,8 +10,8 @@ all running at once and measured in turns, round after round, so a drift in the
 machine's load favours none:
 - `one process, asyncio`: --workers 1 --event-loop asyncio, the server as it was (one
   event loop, one GIL): the baseline of the bars;
-- `one process`: --workers 1 on uvloop's event loop (--event-loop auto): what the loop
-  alone changes;
+- `one process, uvloop`: --workers 1 --event-loop uvloop: what the loop alone changes
+  (auto keeps one process on asyncio's);
 - `fronts + model process`: --workers 2, two front processes over one model process;
 - `fronts + model process, asyncio`: the same on asyncio's own event loop, beside it;
 - `two whole servers`: two --workers 1 servers sharing the ports (--reuse-port), each
@@ -62,7 +62,7 @@ TOOLS = ("h2load", "wrk")
 BASELINE = "one process, asyncio"
 VARIANTS = {
     BASELINE: [{"workers": 1, "event_loop": "asyncio"}],
-    "one process": [{"workers": 1}],
+    "one process, uvloop": [{"workers": 1, "event_loop": "uvloop"}],
     "fronts + model process": [{"workers": 2}],
     "fronts + model process, asyncio": [{"workers": 2, "event_loop": "asyncio"}],
     "two whole servers": [{"workers": 1, "reuse_port": True}] * 2,
@@ -362,11 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"bench.doors: {tool} not found (Debian: nghttp2-client, wrk)", file=sys.stderr)
             return 2
-    plan = (
-        {"rounds": 1, "load_s": 2, "c1_s": 1}
-        if args.quick
-        else {"rounds": 3, "load_s": 10, "c1_s": 4}
-    )
+    plan = dict(QUICK if args.quick else FULL)
     if args.rounds:
         plan["rounds"] = args.rounds
     sample = sample_test_reviews(data_path(args.data), 200, 0)
@@ -376,9 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(work)
         say(f"doors: one {len(review.split())}-word review a call, {plan}")
         served = measure(args.model_dir, review, plan, work, VARIANTS)
-        tiny_variants = {k: VARIANTS[k] for k in (BASELINE, "fronts + model process")}
-        say("doors with the tiny model")
-        tiny = measure(tiny_model_dir(work), review, plan, work, tiny_variants)
+        tiny = {}
+        if plan["tiny"]:
+            tiny_variants = {k: VARIANTS[k] for k in (BASELINE, "fronts + model process")}
+            say("doors with the tiny model")
+            tiny = measure(tiny_model_dir(work), review, plan, work, tiny_variants)
     results = {
         "plan": plan,
         "review_words": len(review.split()),

@@ -81,7 +81,8 @@ class ServerConfig:
     workers: int = 0
     max_calls_per_worker: int = 0
     reuse_port: bool = False
-    # auto: uvloop where it is installed (it is with the server), else asyncio's own loop.
+    # auto: uvloop across processes (--workers other than 1) where it is installed (it is
+    # with the server); asyncio's own loop in one process, or without uvloop.
     event_loop: str = "auto"
 
     @property
@@ -313,8 +314,9 @@ SETTINGS = (
         "event_loop",
         str.lower,
         _loop_available,
-        "the event loop every process runs: uvloop (libuv; gRPC and HTTP calls cost less CPU), "
-        "asyncio (the standard library's), or auto: uvloop where it is installed",
+        "the event loop every process runs: uvloop (libuv; across processes, gRPC and HTTP "
+        "calls cost less CPU), asyncio (the standard library's), or auto: uvloop with "
+        "--workers other than 1 where it is installed, else asyncio",
         EVENT_LOOPS,
     ),
 )

@@ -110,9 +110,16 @@ def test_uvloop_asked_for_where_it_is_not_installed_is_refused(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("choice", "loop_module"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+    ("choice", "workers", "loop_module"),
+    [
+        ("auto", 0, "uvloop"),  # across processes (one front per core)
+        ("auto", 2, "uvloop"),
+        ("auto", 1, "asyncio"),  # one process: measured no better on uvloop
+        ("uvloop", 1, "uvloop"),
+        ("asyncio", 2, "asyncio"),
+    ],
 )
-def test_each_event_loop_choice_runs_coroutines_on_that_loop(choice, loop_module):
+def test_each_event_loop_choice_runs_coroutines_on_that_loop(choice, workers, loop_module):
     import asyncio
 
     from server.main import event_loop_runner
@@ -120,7 +127,7 @@ def test_each_event_loop_choice_runs_coroutines_on_that_loop(choice, loop_module
     async def running_loop():
         return type(asyncio.get_running_loop()).__module__
 
-    run, name = event_loop_runner(choice)
+    run, name = event_loop_runner(choice, workers)
     assert run(running_loop()).split(".")[0] == loop_module
     assert name.startswith(loop_module)
 
@@ -132,4 +139,4 @@ def test_auto_runs_asyncios_loop_where_uvloop_does_not_import(monkeypatch):
     from server.main import event_loop_runner
 
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
-    assert event_loop_runner("auto") == (asyncio.run, "asyncio")
+    assert event_loop_runner("auto", workers=2) == (asyncio.run, "asyncio")
