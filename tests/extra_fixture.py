@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tests.imdb_fixture import NEGATIVE, POSITIVE, review
+import numpy as np
+
+from tests.imdb_fixture import NEGATIVE, POSITIVE, make_archive, review
+from training import data as imdb
 
 
 def _write(path: Path, header: str, rows: list[str]) -> None:
@@ -58,3 +61,12 @@ def make_extra(root: Path, imdb_train: list[tuple[str, int]], seed: int = 0) -> 
         [f"{_sentiment(label != 1)}\t{flip(text)}" for text, label in originals],
     )
     return extra
+
+
+def make_labelled_data(root: Path, per_class: int = 150):
+    """(archive, its loaded dataset, an extra data folder made from its training reviews)."""
+    archive = make_archive(root, per_class=per_class)
+    dataset = imdb.load(archive)
+    pairs = list(zip(dataset.train.texts, dataset.train.labels.tolist(), strict=True))
+    pairs = [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
+    return archive, dataset, make_extra(root, pairs)

@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.extra_fixture import make_extra
-from tests.imdb_fixture import make_archive
+from tests.extra_fixture import make_labelled_data
 from training import adversarial, extra_data, metrics, train, versions
-from training import data as imdb
 from training.mix import Labelled
 from training.model import get_preset, lstm_path
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adversarial")
-    archive = make_archive(root, per_class=150)
-    dataset = imdb.load(archive)
-    pairs = list(zip(dataset.train.texts, dataset.train.labels.tolist(), strict=True))
-    pairs = [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
-    return archive, dataset, make_extra(root, pairs)
+    return make_labelled_data(tmp_path_factory.mktemp("adversarial"))
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +29,17 @@ def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("versions") / "imdb-lstm"
     base = train.train(dataset, preset, out, seed=3, verbose=0, extra=extra, report=False)
     return base, dataset, extra
+
+
+def training_setup(trained):
+    """(the base model, its noise layer, the training graph over it, 64 texts, their labels)."""
+    base, dataset, _ = trained
+    model = versions.load_model(base / "model.keras")
+    noise = adversarial.EmbeddingNoise()
+    trainer = adversarial.training_graph(model, noise)
+    texts = tf.constant(dataset.train.texts[:64])
+    targets = tf.constant(dataset.train.labels[:64], tf.float32)
+    return model, noise, trainer, texts, targets
 
 
 def test_the_step_is_epsilon_times_the_real_vectors_norm_along_the_gradient():
@@ -58,12 +62,8 @@ def test_the_step_is_epsilon_times_the_real_vectors_norm_along_the_gradient():
 
 
 def test_the_step_raises_the_loss_and_training_moves_the_served_models_weights(trained):
-    base, dataset, extra = trained
-    model = versions.load_model(base / "model.keras")
-    noise = adversarial.EmbeddingNoise()
-    trainer = adversarial.training_graph(model, noise)
-    texts = tf.constant(dataset.train.texts[:64])
-    targets = tf.constant(dataset.train.labels[:64], tf.float32)
+    _, dataset, _ = trained
+    model, noise, trainer, texts, targets = training_setup(trained)
     loss_fn = keras.losses.BinaryCrossentropy()
 
     with tf.GradientTape() as tape:
@@ -144,12 +144,7 @@ def test_finetune_cli_names_a_missing_base(tmp_path, capsys):
 
 
 def test_epsilon_zero_is_plain_fine_tuning(trained):
-    base, dataset, _ = trained
-    model = versions.load_model(base / "model.keras")
-    noise = adversarial.EmbeddingNoise()
-    trainer = adversarial.training_graph(model, noise)
-    texts = tf.constant(dataset.train.texts[:64])
-    targets = tf.constant(dataset.train.labels[:64], tf.float32)
+    model, noise, trainer, texts, targets = training_setup(trained)
     before = [w.copy() for w in model.get_weights()]
     step = adversarial.make_train_step(trainer, noise, 0.0, learning_rate=1e-2)
     clean, second = step(texts, targets)

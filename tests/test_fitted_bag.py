@@ -8,22 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.extra_fixture import make_extra
-from tests.imdb_fixture import make_archive
+from tests.extra_fixture import make_labelled_data
 from training import add_bag, extra_data, fitted_bag, metrics, train, versions
-from training import data as imdb
 from training.layers import HashedBigramBag
 from training.model import build_model, build_vectorizer, get_preset, lstm_path
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bag")
-    archive = make_archive(root, per_class=150)
-    dataset = imdb.load(archive)
-    pairs = list(zip(dataset.train.texts, dataset.train.labels.tolist(), strict=True))
-    pairs = [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
-    return archive, dataset, make_extra(root, pairs)
+    return make_labelled_data(tmp_path_factory.mktemp("bag"))
 
 
 def test_the_features_times_the_weights_are_the_layers_logit():

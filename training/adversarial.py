@@ -8,19 +8,18 @@ it is and with every review's word vectors moved a small step the way that raise
 most (the loss's gradient, scaled to `epsilon` times the review's own embedding norm), so
 the model cannot hang a verdict on a direction a word's vector barely has to move along.
 The base's training mix is rebuilt from its metadata (seed, preset, data, the teacher's
-scores of the unlabelled reviews); each epoch is chosen or not on the validation sets, as
-in training; a fitted bag is then added beside the LSTM if the base preset has one
-(training/fitted_bag.py). Nothing is written when no epoch beats the base on validation.
-The served graph is the base's: the perturbation lives in a training graph alone.
+scores of the unlabelled reviews: training/derived.py); each epoch is kept only if it beats
+the base's selection score on the validation sets; then a bag is fitted beside the LSTM
+(training/fitted_bag.py; --bag-buckets 0: none). Nothing is written when no epoch beats the
+base. --epsilon 0 runs the same loop without the perturbation: the control. The served graph
+is the base's: the perturbation lives in a training graph alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import keras
@@ -28,21 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 from training import data as imdb
-from training import evaluate, extra_data, fitted_bag, soft_labels
+from training import derived, extra_data, fitted_bag, soft_labels
 from training.batches import length_grouped_batches
-from training.metrics import classification_metrics, score_texts
-from training.mix import (
-    IMDB_VALIDATION,
-    SoftLabelled,
-    build_mix,
-    choose_whole_or_lstm,
-    selection_score,
-    validation_accuracies,
-)
-from training.model import Preset, lstm_path, trainable_parameters
-from training.splits import split_train_validation
-from training.train import HISTORY_FILE, METADATA_FILE, MODEL_FILE, next_version, write_version
-from training.versions import ModelLoadError, load_model
+from training.mix import SoftLabelled, choose_whole_or_lstm, selection_score, validation_accuracies
+from training.model import lstm_path
 
 # The perturbation's size, relative to the review's embedding norm. Miyato et al.'s 5.0 on
 # unit-variance 256-wide vectors of ~400-word reviews is about 0.016 of that norm.
@@ -183,13 +171,7 @@ def fine_tune(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sentiment-finetune", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--base", type=Path, required=True, help="a version folder, e.g. models/imdb-lstm/5"
-    )
-    parser.add_argument("--data", help=f"aclImdb directory or .tar.gz (default: ${imdb.ENV_VAR})")
-    parser.add_argument(
-        "--extra-data", help=f"folder of sst2/, cad/, contrast/ (default: ${extra_data.ENV_VAR})"
-    )
+    derived.add_base_arguments(parser)
     parser.add_argument(
         "--unlabelled-data",
         help=f"aclImdb with train/unsup (default: ${imdb.UNLABELLED_ENV_VAR})",
@@ -212,112 +194,68 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="hash buckets of word pairs in a fitted bag beside the LSTM (0: none)",
     )
     parser.add_argument("--limit", type=int, help="this many training texts (smoke runs)")
-    parser.add_argument(
-        "--out", type=Path, help="model base directory (default: the base's parent)"
-    )
-    parser.add_argument("--version", type=int, help="version number (default: highest + 1)")
-    parser.add_argument("--no-report", action="store_true", help="skip the test-set report")
+    derived.add_output_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        metadata = json.loads((args.base / METADATA_FILE).read_text())
-        model = load_model(args.base / MODEL_FILE)
-        preset = Preset(**metadata["hyperparameters"])
-        if preset.bag_buckets or preset.fitted_bag_buckets or lstm_path(model) is not None:
-            raise ModelLoadError(f"{args.base}: has a bag beside its LSTM; give its LSTM's version")
         if args.epsilon < 0 or args.epochs < 1 or args.patience < 1:
             raise ValueError("--epsilon >= 0, --epochs >= 1 and --patience >= 1 are required")
+        base = derived.load_base(args.base)
         dataset = imdb.load(args.data)
         extra = extra_data.load(args.extra_data, dataset.train.texts)
-        seed = metadata["training"]["seed"]
         unlabelled = None
-        if preset.unlabelled:
+        if base.preset.unlabelled:
             reviews = imdb.load_unlabelled(args.unlabelled_data, dataset.test.texts)
-            scores, _ = soft_labels.read(args.teacher_scores, reviews, seed)
+            scores, _ = soft_labels.read(args.teacher_scores, reviews, base.seed)
             unlabelled = SoftLabelled(reviews.texts, scores)
-    except (OSError, KeyError, TypeError, ValueError, ModelLoadError, imdb.DataError) as e:
+        mix = derived.rebuild_mix(base, dataset, extra, unlabelled)
+    except derived.LOAD_ERRORS as e:
         print(f"sentiment-finetune: error: {e}", file=sys.stderr)
-        return 2
-    keras.utils.set_random_seed(seed)
-    train, validation = split_train_validation(dataset.train, preset.validation_fraction, seed)
-    mix = build_mix(preset, train, validation, dataset.test, extra, unlabelled)
-    if len(mix.imdb_train) != metadata["data"]["train_reviews"]:
-        print(
-            f"sentiment-finetune: error: {len(mix.imdb_train):,} IMDB training reviews, the "
-            f"base trained on {metadata['data']['train_reviews']:,}: not the same data",
-            file=sys.stderr,
-        )
         return 2
     print(mix.describe(), flush=True)
     texts, targets = mix.texts, mix.labels
     if args.limit:
-        keep = np.random.default_rng(seed).permutation(len(texts))[: args.limit]
+        keep = np.random.default_rng(base.seed).permutation(len(texts))[: args.limit]
         texts, targets = [texts[i] for i in keep], np.asarray(targets)[keep]
+    model = base.model
     record = fine_tune(
         model,
         texts,
         targets,
         mix.validation_sets,
         epsilon=args.epsilon,
-        learning_rate=args.learning_rate or preset.learning_rate / 2,
-        batch_size=preset.batch_size,
+        learning_rate=args.learning_rate or base.preset.learning_rate / 2,
+        batch_size=base.preset.batch_size,
         epochs=args.epochs,
         patience=args.patience,
-        seed=seed,
+        seed=base.seed,
         log=lambda line: print(line, flush=True),
     )
     if record["best_epoch"] == 0:
         print("sentiment-finetune: no epoch beat the base on validation: no new version")
         return 0
-    whole, bag, selection = model, {}, {}
+    whole, extras = model, {}
     if args.bag_buckets:
         labelled_texts, labels = mix.labelled()
         whole, bag = fitted_bag.attach(
-            model, preset, labelled_texts, labels, mix.validation_sets, args.bag_buckets
+            model, base.preset, labelled_texts, labels, mix.validation_sets, args.bag_buckets
         )
         whole, selection = choose_whole_or_lstm(whole, mix.validation_sets)
-
-    out = args.out or args.base.parent
-    out.mkdir(parents=True, exist_ok=True)
-    version = args.version or next_version(out)
-    threshold = metadata["decision_threshold"]
-    validation_sets = {
-        name: classification_metrics(s.split.labels, score_texts(whole, s.split.texts), threshold)
-        for name, s in mix.validation_sets.items()
-    }
-    with_bag = bool(bag) and lstm_path(whole) is not None
-    name = f"{metadata['preset']}-adversarial" + ("-bag" if with_bag else "")
-    metadata.update(
-        version=version,
-        preset=name,
-        base_preset=metadata["preset"],
-        base_version=metadata["version"],
-        adversarial=record,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        extras = {"bag": bag, "selection": selection}
+    with_bag = lstm_path(whole) is not None
+    derived.write_next_version(
+        args,
+        base,
+        dataset,
+        mix,
+        whole,
+        preset_name=f"{base.metadata['preset']}-adversarial" + ("-bag" if with_bag else ""),
+        hyperparameters={"fitted_bag_buckets": args.bag_buckets if with_bag else 0},
+        record={"adversarial": record, **extras},
     )
-    metadata["hyperparameters"] = {
-        **metadata["hyperparameters"],
-        "name": name,
-        "fitted_bag_buckets": args.bag_buckets if with_bag else 0,
-    }
-    if bag:
-        metadata["bag"] = bag
-    if selection:
-        metadata["selection"] = selection
-    metadata["trainable_parameters"] = trainable_parameters(whole)
-    metadata["metrics"] = {
-        "validation": validation_sets[IMDB_VALIDATION],
-        "validation_sets": validation_sets,
-    }
-    history = json.loads((args.base / HISTORY_FILE).read_text())
-    result = None
-    if not args.no_report:
-        result = evaluate.evaluate_model(whole, dataset, threshold, history=history)
-        metadata["metrics"]["test"] = result.metrics
-    write_version(out / str(version), whole, history, metadata, result)
     return 0
 
 
