@@ -3,6 +3,7 @@ its weights learn the cue words, the whole model adds it to an untouched LSTM, a
 `make train` run and `sentiment-fit-bag` on a trained version both choose it on validation."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -115,10 +116,25 @@ def test_fit_bag_cli_writes_the_next_version_from_a_trained_one(data, tmp_path, 
         metrics.score_texts(lstm_path(model), texts), metrics.score_texts(base_model, texts),
         atol=1e-6,
     )  # fmt: skip
-    # A version that already has a bag is refused, in one line.
-    assert add_bag.main(["--base", str(out / "2"), *argv[2:], "--no-report"]) == 2
+    # A version with a fitted bag as the base: its LSTM as it was, a new bag in the old one's place.
+    assert add_bag.main(["--base", str(out / "2"), *argv[2:], "--no-report"]) == 0
+    capsys.readouterr()
+    metadata = json.loads((out / "3" / "metadata.json").read_text())
+    assert metadata["base_version"] == 2 and metadata["preset"] == "tiny-bag"
+    refitted = versions.load_model(out / "3" / "model.keras")
+    np.testing.assert_allclose(
+        metrics.score_texts(lstm_path(refitted), texts), metrics.score_texts(base_model, texts),
+        atol=1e-6,
+    )  # fmt: skip
+    # A bag trained with the LSTM (the reader preset's) leaves no LSTM alone: refused in one line.
+    trained_with_bag = tmp_path / "trained-with-bag"
+    shutil.copytree(base, trained_with_bag)
+    metadata = json.loads((trained_with_bag / "metadata.json").read_text())
+    metadata["hyperparameters"]["bag_buckets"] = 256
+    (trained_with_bag / "metadata.json").write_text(json.dumps(metadata))
+    assert add_bag.main(["--base", str(trained_with_bag), *argv[2:], "--no-report"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "already has a bag" in err
+    assert "\n" not in err and "trained with its LSTM" in err
 
 
 def test_fit_bag_cli_names_a_missing_base(tmp_path, capsys):

@@ -6,7 +6,8 @@
 The base's training mix is rebuilt from its metadata (seed, preset, data); the bag is
 fitted on its labelled texts and weighed on its validation sets, then the whole model is
 scored on the test set once (skip with --no-report) and written as the next version.
-Nothing is written if the LSTM alone scores at least as well on validation.
+Nothing is written if the LSTM alone scores at least as well on validation. A base that has
+a fitted bag already gets a new one in its place, on the grid as it is now (its LSTM as it was).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset,
         mix,
         whole,
-        preset_name=f"{base.metadata['preset']}-bag",  # the preset whose make train remakes it
+        preset_name=f"{base.preset_name}-bag",  # the preset whose make train remakes it
         hyperparameters={"fitted_bag_buckets": args.buckets},
         record={"bag": record, "selection": selection},
     )

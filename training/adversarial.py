@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset,
         mix,
         whole,
-        preset_name=f"{base.metadata['preset']}-adversarial" + ("-bag" if with_bag else ""),
+        preset_name=f"{base.preset_name}-adversarial" + ("-bag" if with_bag else ""),
         hyperparameters={"fitted_bag_buckets": args.bag_buckets if with_bag else 0},
         record={"adversarial": record, **extras},
     )

@@ -1,6 +1,6 @@
 """A new version made from a trained one: what sentiment-fit-bag and sentiment-finetune share.
 
-Both read a base version (its model, preset and metadata; one without a bag beside its LSTM),
+Both read a base version (its model, preset and metadata; its LSTM alone, a fitted bag set aside),
 rebuild its training mix from its metadata and check it is the same data, then write the next
 version beside it with its figures on the validation sets and, unless --no-report, on the
 test set (scored once).
@@ -9,6 +9,7 @@ test set (scored once).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +41,14 @@ class Base:
     def seed(self) -> int:
         return self.metadata["training"]["seed"]
 
+    @property
+    def preset_name(self) -> str:
+        """The preset that made the base's LSTM (a fitted bag's "-bag" taken off)."""
+        name = self.metadata["preset"]
+        if self.metadata["hyperparameters"].get("fitted_bag_buckets"):
+            return name.removesuffix("-bag")
+        return name
+
 
 def add_base_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -60,12 +69,15 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_base(path: Path) -> Base:
-    """The trained version at `path`; ModelLoadError for one with a bag beside its LSTM."""
+    """The trained version at `path`, its LSTM alone: a bag fitted beside it afterwards is set
+    aside (the LSTM path is exactly as trained); ModelLoadError for a bag trained with it."""
     metadata = json.loads((path / METADATA_FILE).read_text())
     model = load_model(path / MODEL_FILE)
     preset = Preset(**metadata["hyperparameters"])
-    if preset.bag_buckets or preset.fitted_bag_buckets or lstm_path(model) is not None:
-        raise ModelLoadError(f"{path}: already has a bag beside its LSTM")
+    if preset.fitted_bag_buckets:
+        model, preset = lstm_path(model), dataclasses.replace(preset, fitted_bag_buckets=0)
+    elif preset.bag_buckets or lstm_path(model) is not None:
+        raise ModelLoadError(f"{path}: its bag trained with its LSTM: no LSTM to start from alone")
     return Base(path, metadata, model, preset)
 
 

@@ -33,17 +33,19 @@ from training.model import Preset, build_models
 # Chosen on validation, in this order of preference on a tie of the selection score: the
 # higher IMDB validation AUC (a finer measure than 6 sets' accuracies), then less bag.
 REGULARISATIONS = (0.3, 1.0, 3.0)
-WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5)
+WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
 def token_ids(model: keras.Model, texts: list[str], batch_size: int = 1024) -> list[np.ndarray]:
     """Each text's ids as the served model's classifier reads them, padding dropped."""
     import tensorflow as tf
 
-    reader = keras.Model(model.inputs, model.get_layer("keep_last_tokens").output)
+    # The layers called as they are, not the graph's node: a model made from another's layers
+    # (an LSTM path alone) shares them with it.
+    vectorize, keep_last = model.get_layer("vectorize"), model.get_layer("keep_last_tokens")
     rows = []
     for start in range(0, len(texts), batch_size):
-        ids = np.asarray(reader(tf.constant(texts[start : start + batch_size])))
+        ids = np.asarray(keep_last(vectorize(tf.constant(texts[start : start + batch_size]))))
         rows.extend(row[row > 0] for row in ids)
     return rows
 
