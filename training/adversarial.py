@@ -29,7 +29,7 @@ import tensorflow as tf
 from training import data as imdb
 from training import derived, extra_data, fitted_bag, soft_labels
 from training.batches import length_grouped_batches
-from training.mix import SoftLabelled, choose_whole_or_lstm, selection_score, validation_accuracies
+from training.mix import SelectOnValidationSets, SoftLabelled, choose_whole_or_lstm
 from training.model import lstm_path
 
 # The perturbation's size, relative to the review's embedding norm. Miyato et al.'s 5.0 on
@@ -135,36 +135,29 @@ def fine_tune(
     noise = EmbeddingNoise(name="embedding_noise")
     trainer = training_graph(model, noise)
     step = make_train_step(trainer, noise, epsilon, learning_rate)
-    base = validation_accuracies(model, sets)
-    best_score, best_epoch, best_weights = selection_score(base), 0, model.get_weights()
-    log(f"base: selection score {best_score:.4f}")
-    history = {"base": {**base, "selection score": best_score}, "epochs": []}
+    select = SelectOnValidationSets(model, sets, patience, must_beat_start=True, log=log)
+    select.set_model(model)  # the served model: its weights are the trainer's
+    log(f"base: selection score {select.best_score:.4f}")
+    history = {"base": select.start, "epochs": []}
     batches = length_grouped_batches(texts, targets, batch_size, seed)
     started = time.monotonic()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(epochs):
         losses = np.array([[float(v) for v in step(x, y)] for x, y in batches])
-        accuracies = validation_accuracies(model, sets)
-        score = selection_score(accuracies)
         clean, adversarial = losses.mean(axis=0)
         log(
-            f"epoch {epoch}: loss {clean:.4f}, adversarial loss {adversarial:.4f}; validation "
-            + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
-            + f"; selection score {score:.4f} ({time.monotonic() - started:.0f} s)"
+            f"epoch {epoch + 1}: loss {clean:.4f}, adversarial loss {adversarial:.4f} "
+            f"({time.monotonic() - started:.0f} s)"
         )
-        history["epochs"].append(
-            {"loss": clean, "adversarial_loss": adversarial, **accuracies, "selection score": score}
-        )
-        if score > best_score:
-            best_score, best_epoch, best_weights = score, epoch, model.get_weights()
-        elif epoch - best_epoch >= patience:
+        select.on_epoch_end(epoch)
+        history["epochs"].append({"loss": clean, "adversarial_loss": adversarial, **select.last})
+        if select.stopped:
             break
-    model.set_weights(best_weights)
-    log(f"kept epoch {best_epoch} (0: the base)")
+    select.on_train_end()
     return {
         "epsilon": epsilon,
         "learning_rate": learning_rate,
         "batch_size": batch_size,
-        "best_epoch": best_epoch,
+        "best_epoch": select.best_epoch,
         "seconds": round(time.monotonic() - started, 1),
         "history": history,
     }

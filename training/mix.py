@@ -150,39 +150,57 @@ def selection_score(accuracies: dict[str, float]) -> float:
 
 class SelectOnValidationSets(keras.callbacks.Callback):
     """Scores every validation set after each epoch; keeps the weights of the epoch with the
-    best selection score and stops after `patience` epochs without a better one."""
+    best selection score and stops after `patience` epochs without a better one. With
+    `must_beat_start` (fine-tuning), an epoch is kept only if it beats the weights `model`
+    starts with, which come back otherwise (the best epoch is then 0)."""
 
-    def __init__(self, model: keras.Model, sets: dict[str, Labelled], patience: int):
+    def __init__(
+        self,
+        model: keras.Model,
+        sets: dict[str, Labelled],
+        patience: int,
+        *,
+        must_beat_start: bool = False,
+        log=lambda line: print(line, flush=True),
+    ):
         super().__init__()
         self.scored_model = model  # the shipped text -> P(positive) model, sharing weights
         self.sets = sets
         self.patience = patience
+        self.log = log
         self.best_score = -np.inf
         self.best_epoch = 0
         self.best_weights = None
+        self.stopped = False
         self.history: dict[str, list[float]] = {}
+        self.start: dict[str, float] = {}
+        self.last: dict[str, float] = {}  # the last epoch's scores
+        if must_beat_start:
+            self.start = self.scores()
+            self.best_score, self.best_weights = self.start["selection score"], model.get_weights()
+
+    def scores(self) -> dict[str, float]:
+        """Each validation set's accuracy and the selection score, of the weights as they are."""
+        accuracies = validation_accuracies(self.scored_model, self.sets)
+        return {**accuracies, "selection score": selection_score(accuracies)}
 
     def on_epoch_end(self, epoch, logs=None):
-        accuracies = validation_accuracies(self.scored_model, self.sets)
-        score = selection_score(accuracies)
-        for name, value in {**accuracies, "selection score": score}.items():
+        scores = self.last = self.scores()
+        for name, value in scores.items():
             self.history.setdefault(f"val {name}", []).append(value)
-        print(
-            f"epoch {epoch + 1} validation: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items())
-            + f"; selection score {score:.4f}",
-            flush=True,
+        self.log(
+            f"epoch {epoch + 1} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
         )
-        if score > self.best_score:
-            self.best_score, self.best_epoch = score, epoch + 1
+        if scores["selection score"] > self.best_score:
+            self.best_score, self.best_epoch = scores["selection score"], epoch + 1
             self.best_weights = self.model.get_weights()
         elif epoch + 1 - self.best_epoch >= self.patience:
-            self.model.stop_training = True
+            self.stopped = self.model.stop_training = True
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-            print(f"restored the weights of epoch {self.best_epoch}", flush=True)
+            self.log(f"restored the weights of epoch {self.best_epoch} (0: as they started)")
 
 
 def validation_accuracies(model: keras.Model, sets: dict[str, Labelled]) -> dict[str, float]:
